@@ -1,0 +1,64 @@
+// A batch of images with a missing-value mask, as every backend reads it, and the checks
+// that turn a malformed batch into a clear error before any arithmetic runs.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "plan.hpp"
+
+namespace tmm {
+
+struct input_error : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
+// `count` images of plan.pixels() values each (row-major, channel last). `observed` is
+// either empty (every value observed) or holds one flag per value, 1 = observed. A NaN
+// value is missing whatever its flag says. The value in a missing slot is never read into
+// any result.
+template <class T>
+struct observations {
+    std::size_t count = 0;
+    std::span<const T> values;
+    std::span<const std::uint8_t> observed;
+
+    bool is_observed(std::size_t index) const {
+        return (observed.empty() || observed[index] != 0) && !std::isnan(values[index]);
+    }
+};
+
+// Throws input_error naming the first problem: wrong sizes, an infinite observed value, or
+// for categorical leaves an observed value that is not a symbol in [0, V).
+template <class T>
+void validate(const plan& p, const observations<T>& x) {
+    const std::size_t pixels = std::size_t(p.pixels());
+    if (x.values.size() != x.count * pixels)
+        throw input_error("tmm: the batch holds " + std::to_string(x.values.size()) +
+                          " values, expected " + std::to_string(x.count) + " images x " +
+                          std::to_string(pixels) + " values (" + std::to_string(p.height) + "x" +
+                          std::to_string(p.width) + "x" + std::to_string(p.image_channels) + ")");
+    if (!x.observed.empty() && x.observed.size() != x.values.size())
+        throw input_error("tmm: the missing-value mask holds " + std::to_string(x.observed.size()) +
+                          " flags, expected one per value (" + std::to_string(x.values.size()) +
+                          ")");
+    for (std::size_t i = 0; i < x.values.size(); ++i) {
+        if (!x.is_observed(i)) continue;
+        const T v = x.values[i];
+        const auto where = [&] {
+            return "image " + std::to_string(i / pixels) + ", value " + std::to_string(i % pixels);
+        };
+        if (std::isinf(v))
+            throw input_error("tmm: observed value is infinite at " + where() +
+                              "; mark it missing (mask 0 or NaN) instead");
+        if (p.leaves == leaf_kind::categorical && (v < 0 || v >= T(p.values) || v != std::floor(v)))
+            throw input_error("tmm: observed value " + std::to_string(v) + " at " + where() +
+                              " is not a symbol in [0, " + std::to_string(p.values) + ")");
+    }
+}
+
+}  // namespace tmm

@@ -1,0 +1,110 @@
+// The learned quantities of a network, laid out flat so that every backend, the optimiser
+// and the model file share one description. Gradients use the same type.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "plan.hpp"
+
+namespace tmm {
+
+template <class T>
+struct parameters {
+    // Gaussian leaves: M x s means and log-precisions (precision = exp(log_precision)).
+    std::vector<T> mean, log_precision;
+    // Categorical leaves: M x s x V logits; log P(x_k = v | d) = logit - logsumexp over v.
+    std::vector<T> logits;
+    // Conv layers: weight_sets x out x in logits theta; log W = theta - logsumexp over in.
+    // Empty for pooling layers and for layers with constant weights.
+    std::vector<std::vector<T>> theta;
+    // log P(y); not learned (uniform unless the user sets it).
+    std::vector<T> log_prior;
+
+    // Every learned array in a fixed order, for optimisers and serialisation.
+    template <class F>
+    void for_each_array(F&& f) {
+        f(mean);
+        f(log_precision);
+        f(logits);
+        for (auto& t : theta) f(t);
+    }
+    template <class F>
+    void for_each_array(F&& f) const {
+        f(mean);
+        f(log_precision);
+        f(logits);
+        for (const auto& t : theta) f(t);
+    }
+    std::size_t size() const {
+        std::size_t n = 0;
+        for_each_array([&](const std::vector<T>& a) { n += a.size(); });
+        return n;
+    }
+};
+
+// Parameters shaped for `p`, all zero (uniform weights, unit precision, zero means).
+template <class T>
+parameters<T> zero_parameters(const plan& p) {
+    parameters<T> result;
+    const std::size_t leaf = std::size_t(p.components) * p.patch_size();
+    if (p.leaves == leaf_kind::gaussian) {
+        result.mean.assign(leaf, T(0));
+        result.log_precision.assign(leaf, T(0));
+    } else {
+        result.logits.assign(leaf * p.values, T(0));
+    }
+    for (const layer& l : p.layers) result.theta.emplace_back(l.weight_count(), T(0));
+    result.log_prior.assign(p.classes, -std::log(T(p.classes)));
+    return result;
+}
+
+// Converts between precisions (e.g. float parameters into the float64 reference backend).
+template <class To, class From>
+parameters<To> convert_parameters(const parameters<From>& from) {
+    auto copy = [](const std::vector<From>& v) { return std::vector<To>(v.begin(), v.end()); };
+    parameters<To> to;
+    to.mean = copy(from.mean);
+    to.log_precision = copy(from.log_precision);
+    to.logits = copy(from.logits);
+    for (const auto& t : from.theta) to.theta.push_back(copy(t));
+    to.log_prior = copy(from.log_prior);
+    return to;
+}
+
+// log sum_i exp(v_i), exact: max-shifted, -inf when every term is -inf, never clamped.
+template <class T>
+T log_sum_exp(std::span<const T> v) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (T x : v) m = x > m ? x : m;
+    if (m == -std::numeric_limits<T>::infinity()) return m;
+    T s = 0;
+    for (T x : v) s += std::exp(x - m);
+    return m + std::log(s);
+}
+
+// log W for conv layer `l`: log-softmax of theta over the input channels, or the log of the
+// constant weights (log 0 = -inf is kept: a zero weight is an impossible transition).
+template <class T>
+std::vector<T> log_weights(const layer& l, const std::vector<T>& theta) {
+    const std::size_t rows = std::size_t(l.weight_sets) * l.out_channels;
+    const std::size_t in = l.in_channels;
+    std::vector<T> result(rows * in);
+    if (l.fixed) {
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t a = 0; a < in; ++a)
+                result[r * in + a] = T(std::log(l.fixed_weights[(r % l.out_channels) * in + a]));
+        return result;
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+        const std::span<const T> row(theta.data() + r * in, in);
+        const T norm = log_sum_exp(row);
+        for (std::size_t a = 0; a < in; ++a) result[r * in + a] = row[a] - norm;
+    }
+    return result;
+}
+
+}  // namespace tmm

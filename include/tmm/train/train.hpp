@@ -1,0 +1,371 @@
+// Learning as published (../recipe.md): Gaussians initialised by a diagonal GMM fitted to
+// image patches, conv weights from a flat Dirichlet, then Nadam on cross-entropy plus a
+// generative term, with weight decay on exp(theta)^2 and random marginalisation of pixels.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../parameters.hpp"
+#include "../plan.hpp"
+#include "images.hpp"
+
+namespace tmm {
+
+struct training_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct training_progress {
+    std::size_t iteration = 0, iterations = 0;
+    double loss = 0;  // mean over the last reported iterations
+    double images_per_second = 0, elapsed_seconds = 0, remaining_seconds = 0;
+};
+
+struct training_options {
+    std::size_t iterations = 25000;
+    std::size_t batch = 128;
+    std::uint64_t seed = 0;
+
+    // Nadam
+    double learning_rate = 0.03, beta1 = 0.975, beta2 = 0.999, epsilon = 1e-8;
+    double decay_start = 0.8;  // constant rate for this fraction of the run, then linear to 0
+
+    double generative_weight = 0.01;  // beta: loss = cross-entropy + beta * mean(-log P(X))
+    double weight_decay = 1e-5;       // lambda: penalty lambda * exp(theta)^2 per conv logit
+    double pixel_keep = 0.5;          // random marginalisation: P(a pixel stays observed)
+
+    // Gaussians: frozen after the GMM fit (as published for digits) unless trained here at
+    // a fraction of the rate; their variance never drops below the floor.
+    bool train_leaves = false;
+    double leaf_rate_scale = 0.1;
+    double variance_floor = 1e-4;
+
+    // GMM initialisation
+    std::size_t gmm_patches = 100000, gmm_kmeans_iterations = 100, gmm_em_epochs = 3;
+
+    std::function<void(const training_progress&)> on_progress;
+    std::size_t progress_every = 50;
+};
+
+namespace detail {
+
+// One patch of `p` at grid position (row, col) offset by (dr, dc) pixels, into `out`
+// (s values); false if a coordinate falls outside the image or is not observed.
+inline bool read_patch(const plan& p, const labelled_images& data, std::size_t image, int top,
+                       int left, std::span<float> out) {
+    int k = 0;
+    for (int r = 0; r < p.patch; ++r)
+        for (int c = 0; c < p.patch; ++c)
+            for (int ch = 0; ch < p.image_channels; ++ch, ++k) {
+                const int row = top + r, col = left + c;
+                if (row < 0 || row >= p.height || col < 0 || col >= p.width) return false;
+                const std::size_t at =
+                    image * p.pixels() + (std::size_t(row) * p.width + col) * p.image_channels + ch;
+                const float v = data.values[at];
+                if (std::isnan(v) || (!data.observed.empty() && !data.observed[at])) return false;
+                out[k] = v;
+            }
+    return true;
+}
+
+inline float squared_distance(std::span<const float> a, std::span<const float> b) {
+    float d = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) d += (a[i] - b[i]) * (a[i] - b[i]);
+    return d;
+}
+
+}  // namespace detail
+
+// Fits the Gaussian leaves to fully observed patches at random offsets: k-means++ seeding,
+// mini-batch k-means, then hard EM (each patch to its most likely component) with the
+// variance floor. Deterministic for a given seed.
+inline void fit_gaussians(const plan& p, parameters<float>& theta, const labelled_images& data,
+                          const training_options& options) {
+    if (p.leaves != leaf_kind::gaussian) return;
+    const int m = p.components, s = p.patch_size();
+    std::mt19937_64 rng(options.seed ^ 0x6a09e667f3bcc908ULL);
+
+    // sample patches
+    std::vector<float> patches;
+    patches.reserve(options.gmm_patches * s);
+    std::uniform_int_distribution<std::size_t> pick_image(0, data.count - 1);
+    std::uniform_int_distribution<int> pick_row(0, p.height - p.patch),
+        pick_col(0, p.width - p.patch);
+    std::vector<float> patch(s);
+    for (std::size_t tries = 0;
+         patches.size() < options.gmm_patches * s && tries < 20 * options.gmm_patches; ++tries)
+        if (detail::read_patch(p, data, pick_image(rng), pick_row(rng), pick_col(rng), patch))
+            patches.insert(patches.end(), patch.begin(), patch.end());
+    const std::size_t n = patches.size() / s;
+    if (n < std::size_t(m))
+        throw training_error("tmm: GMM initialisation found only " + std::to_string(n) +
+                             " fully observed patches for " + std::to_string(m) + " components");
+    auto row = [&](std::size_t i) { return std::span<const float>(patches.data() + i * s, s); };
+
+    // k-means++ seeding on a subsample
+    const std::size_t seed_n = std::min<std::size_t>(n, 20000);
+    std::vector<float> centres(std::size_t(m) * s);
+    std::vector<float> best(seed_n, std::numeric_limits<float>::infinity());
+    std::size_t first = std::uniform_int_distribution<std::size_t>(0, seed_n - 1)(rng);
+    std::copy_n(row(first).begin(), s, centres.begin());
+    for (int c = 1; c < m; ++c) {
+        const std::span<const float> last(centres.data() + std::size_t(c - 1) * s, s);
+        double total = 0;
+        for (std::size_t i = 0; i < seed_n; ++i) {
+            best[i] = std::min(best[i], detail::squared_distance(row(i), last));
+            total += best[i];
+        }
+        std::size_t chosen = 0;
+        if (total > 0) {
+            double target = std::uniform_real_distribution<double>(0, total)(rng);
+            for (chosen = 0; chosen + 1 < seed_n && (target -= best[chosen]) > 0; ++chosen) {
+            }
+        } else {
+            chosen = std::uniform_int_distribution<std::size_t>(0, seed_n - 1)(rng);
+        }
+        std::copy_n(row(chosen).begin(), s, centres.begin() + std::size_t(c) * s);
+    }
+    auto nearest = [&](std::span<const float> x) {
+        int arg = 0;
+        float d = std::numeric_limits<float>::infinity();
+        for (int c = 0; c < m; ++c) {
+            const float e =
+                detail::squared_distance(x, {centres.data() + std::size_t(c) * s, std::size_t(s)});
+            if (e < d) d = e, arg = c;
+        }
+        return arg;
+    };
+
+    // mini-batch k-means: per-centre learning rate 1 / (points seen)
+    std::vector<double> seen(m, 0.0);
+    std::uniform_int_distribution<std::size_t> pick(0, n - 1);
+    for (std::size_t it = 0; it < options.gmm_kmeans_iterations; ++it)
+        for (int b = 0; b < 1024; ++b) {
+            const auto x = row(pick(rng));
+            const int c = nearest(x);
+            const float rate = float(1.0 / ++seen[c]);
+            for (int k = 0; k < s; ++k) centres[c * s + k] += rate * (x[k] - centres[c * s + k]);
+        }
+
+    // hard EM: start from unit-free variances around the k-means centres
+    const float floor = float(options.variance_floor);
+    std::vector<float> var(std::size_t(m) * s, 0.01f), logw(m, -std::log(float(m)));
+    std::vector<int> assign(n);
+    for (std::size_t epoch = 0; epoch < options.gmm_em_epochs; ++epoch) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto x = row(i);
+            float top = -std::numeric_limits<float>::infinity();
+            for (int c = 0; c < m; ++c) {
+                float l = logw[c];
+                for (int k = 0; k < s; ++k) {
+                    const float v = var[c * s + k], d = x[k] - centres[c * s + k];
+                    l -= 0.5f * (std::log(v) + d * d / v);
+                }
+                if (l > top) top = l, assign[i] = c;
+            }
+        }
+        std::vector<double> count(m, 0.0), sum(std::size_t(m) * s, 0.0),
+            sq(std::size_t(m) * s, 0.0);
+        for (std::size_t i = 0; i < n; ++i) {
+            const int c = assign[i];
+            count[c] += 1;
+            for (int k = 0; k < s; ++k) {
+                sum[c * s + k] += row(i)[k];
+                sq[c * s + k] += double(row(i)[k]) * row(i)[k];
+            }
+        }
+        for (int c = 0; c < m; ++c) {
+            if (count[c] == 0) continue;  // an empty component keeps its previous fit
+            logw[c] = float(std::log(count[c] / double(n)));
+            for (int k = 0; k < s; ++k) {
+                const double mean = sum[c * s + k] / count[c];
+                centres[c * s + k] = float(mean);
+                var[c * s + k] = std::max(floor, float(sq[c * s + k] / count[c] - mean * mean));
+            }
+        }
+    }
+    for (std::size_t i = 0; i < centres.size(); ++i) {
+        theta.mean[i] = centres[i];
+        theta.log_precision[i] = -std::log(var[i]);
+    }
+}
+
+// Conv weights from a flat Dirichlet: theta = log of Exp(1) draws (softmax normalises them).
+inline void initialize_weights(const plan& p, parameters<float>& theta, std::uint64_t seed) {
+    std::mt19937_64 rng(seed ^ 0xbb67ae8584caa73bULL);
+    std::exponential_distribution<double> draw(1.0);
+    for (std::size_t l = 0; l < p.layers.size(); ++l)
+        for (float& t : theta.theta[l]) t = float(std::log(draw(rng)));
+}
+
+// Cross-entropy + beta * (-log P(X)) for a batch of class log-likelihoods: writes the
+// gradient with respect to them into dout and returns the mean loss.
+template <class T>
+double classification_loss(std::span<const T> out, std::span<const int> labels,
+                           std::span<const T> log_prior, double beta, std::span<T> dout) {
+    const std::size_t k = log_prior.size(), count = labels.size();
+    std::vector<T> joint(k);
+    double loss = 0;
+    for (std::size_t b = 0; b < count; ++b) {
+        for (std::size_t y = 0; y < k; ++y) joint[y] = out[b * k + y] + log_prior[y];
+        const T lse = log_sum_exp(std::span<const T>(joint));
+        // cross-entropy: lse - joint[y_b]; generative: -lse
+        loss += double(lse - joint[labels[b]]) - beta * double(lse);
+        for (std::size_t y = 0; y < k; ++y) {
+            const T posterior = std::exp(joint[y] - lse);
+            dout[b * k + y] = T((posterior - (int(y) == labels[b] ? 1.0 : 0.0) - beta * posterior) /
+                                double(count));
+        }
+    }
+    return loss / double(count);
+}
+
+// Nadam with the bias corrections of Dozat (2016), one state per parameter array.
+class nadam {
+  public:
+    explicit nadam(const training_options& o) : options_(o) {}
+
+    void step(std::vector<float>& value, const std::vector<float>& grad, std::size_t slot,
+              double rate, std::size_t t) {
+        if (first_.size() <= slot) first_.resize(slot + 1), second_.resize(slot + 1);
+        auto& m = first_[slot];
+        auto& v = second_[slot];
+        if (m.size() != value.size()) m.assign(value.size(), 0.0f), v.assign(value.size(), 0.0f);
+        const double b1 = options_.beta1, b2 = options_.beta2;
+        const double c1 = 1.0 - std::pow(b1, double(t)),
+                     c1_next = 1.0 - std::pow(b1, double(t + 1));
+        const double c2 = 1.0 - std::pow(b2, double(t));
+        for (std::size_t i = 0; i < value.size(); ++i) {
+            const double g = grad[i];
+            m[i] = float(b1 * m[i] + (1 - b1) * g);
+            v[i] = float(b2 * v[i] + (1 - b2) * g * g);
+            const double m_hat = b1 * m[i] / c1_next + (1 - b1) * g / c1;
+            const double v_hat = v[i] / c2;
+            value[i] -= float(rate * m_hat / (std::sqrt(v_hat) + options_.epsilon));
+        }
+    }
+
+  private:
+    training_options options_;
+    std::vector<std::vector<float>> first_, second_;
+};
+
+// Trains `theta` in place from its current values. Same seed and backend give the same model.
+template <class Backend>
+void train(const plan& p, parameters<float>& theta, const labelled_images& data,
+           const training_options& options) {
+    if (data.count == 0) throw training_error("tmm: the training set is empty");
+    if (options.batch == 0) throw training_error("tmm: the batch size must be at least 1");
+    for (std::size_t i = 0; i < data.count; ++i)
+        if (data.labels[i] < 0 || data.labels[i] >= p.classes)
+            throw training_error("tmm: label " + std::to_string(data.labels[i]) + " of image " +
+                                 std::to_string(i) + " is outside [0, " +
+                                 std::to_string(p.classes) + ")");
+
+    std::mt19937_64 rng(options.seed);
+    std::vector<std::size_t> order(data.count);
+    std::iota(order.begin(), order.end(), std::size_t(0));
+    std::shuffle(order.begin(), order.end(), rng);
+    std::size_t cursor = 0;
+
+    const std::size_t pixels = p.pixels(), batch = std::min(options.batch, data.count);
+    std::vector<float> values(batch * pixels);
+    std::vector<std::uint8_t> observed(batch * pixels);
+    std::vector<int> labels(batch);
+    std::bernoulli_distribution keep(options.pixel_keep);
+    parameters<float> grad;
+    nadam optimiser(options);
+
+    const auto start = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    std::size_t loss_count = 0;
+    const float log_precision_cap = float(-std::log(options.variance_floor));
+
+    for (std::size_t it = 0; it < options.iterations; ++it) {
+        for (std::size_t b = 0; b < batch; ++b) {
+            if (cursor == data.count) std::shuffle(order.begin(), order.end(), rng), cursor = 0;
+            const std::size_t image = order[cursor++];
+            labels[b] = data.labels[image];
+            std::copy_n(data.values.begin() + image * pixels, pixels, values.begin() + b * pixels);
+            for (std::size_t j = 0; j < pixels; ++j) {
+                const bool seen = data.observed.empty() || data.observed[image * pixels + j];
+                observed[b * pixels + j] = seen && (options.pixel_keep >= 1.0 || keep(rng));
+            }
+        }
+        double loss = 0;
+        Backend::gradients(
+            p, theta, observations<float>{batch, values, observed},
+            [&](std::span<const float> out, std::span<float> dout) {
+                loss = classification_loss<float>(out, labels, theta.log_prior,
+                                                  options.generative_weight, dout);
+            },
+            grad);
+        if (!std::isfinite(loss))
+            throw training_error("tmm: the loss became non-finite (" + std::to_string(loss) +
+                                 ") at iteration " + std::to_string(it));
+
+        const double progress = double(it) / double(options.iterations);
+        const double rate =
+            progress < options.decay_start
+                ? options.learning_rate
+                : options.learning_rate * (1.0 - progress) / (1.0 - options.decay_start);
+        // weight decay: d/dtheta lambda exp(theta)^2 = 2 lambda exp(2 theta)
+        for (std::size_t l = 0; l < theta.theta.size(); ++l) {
+            for (std::size_t i = 0; i < theta.theta[l].size(); ++i)
+                grad.theta[l][i] +=
+                    float(2.0 * options.weight_decay * std::exp(2.0 * theta.theta[l][i]));
+            optimiser.step(theta.theta[l], grad.theta[l], 3 + l, rate, it + 1);
+        }
+        if (options.train_leaves) {
+            const double leaf_rate = rate * options.leaf_rate_scale;
+            optimiser.step(theta.mean, grad.mean, 0, leaf_rate, it + 1);
+            optimiser.step(theta.log_precision, grad.log_precision, 1, leaf_rate, it + 1);
+            optimiser.step(theta.logits, grad.logits, 2, leaf_rate, it + 1);
+            // the variance floor: precision = exp(log_precision) <= 1 / floor
+            for (float& r : theta.log_precision) r = std::min(r, log_precision_cap);
+        }
+
+        loss_sum += loss;
+        ++loss_count;
+        if (options.on_progress &&
+            ((it + 1) % std::max<std::size_t>(1, options.progress_every) == 0 ||
+             it + 1 == options.iterations)) {
+            const double elapsed =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            training_progress report;
+            report.iteration = it + 1;
+            report.iterations = options.iterations;
+            report.loss = loss_sum / double(loss_count);
+            report.elapsed_seconds = elapsed;
+            report.images_per_second = double((it + 1) * batch) / std::max(elapsed, 1e-9);
+            report.remaining_seconds =
+                elapsed / double(it + 1) * double(options.iterations - it - 1);
+            options.on_progress(report);
+            loss_sum = 0;
+            loss_count = 0;
+        }
+    }
+}
+
+// The whole recipe: GMM fit of the Gaussians, Dirichlet conv weights, then training.
+template <class Backend>
+void fit(const plan& p, parameters<float>& theta, const labelled_images& data,
+         const training_options& options) {
+    fit_gaussians(p, theta, data, options);
+    initialize_weights(p, theta, options.seed);
+    train<Backend>(p, theta, data, options);
+}
+
+}  // namespace tmm

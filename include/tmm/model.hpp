@@ -76,4 +76,36 @@ std::vector<T> log_marginal(std::span<const T> log_likelihoods, std::span<const 
     return result;
 }
 
+// Class log-likelihoods summed over the (2r+1)^2 shifts of at most r pixels in each
+// direction, pixels shifted in from outside missing: the published shift-averaged prediction.
+template <class Backend, class T>
+requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
+    const plan& p, const parameters<T>& theta, const observations<T>& x, int radius = 1) {
+    validate(p, x);
+    const std::size_t pixels = p.pixels();
+    std::vector<T> values(x.values.size()), total(x.count * p.classes, T(0));
+    std::vector<std::uint8_t> observed(x.values.size());
+    for (int dy = -radius; dy <= radius; ++dy)
+        for (int dx = -radius; dx <= radius; ++dx) {
+            for (std::size_t b = 0; b < x.count; ++b)
+                for (int r = 0; r < p.height; ++r)
+                    for (int c = 0; c < p.width; ++c)
+                        for (int ch = 0; ch < p.image_channels; ++ch) {
+                            const std::size_t to =
+                                b * pixels + (std::size_t(r) * p.width + c) * p.image_channels + ch;
+                            const int sr = r - dy, sc = c - dx;
+                            const bool inside = sr >= 0 && sr < p.height && sc >= 0 && sc < p.width;
+                            const std::size_t from =
+                                b * pixels + (std::size_t(sr) * p.width + sc) * p.image_channels +
+                                ch;
+                            values[to] = inside ? x.values[from] : T(0);
+                            observed[to] = inside && x.is_observed(from);
+                        }
+            const auto out =
+                Backend::log_likelihoods(p, theta, observations<T>{x.count, values, observed});
+            for (std::size_t i = 0; i < total.size(); ++i) total[i] += out[i];
+        }
+    return total;
+}
+
 }  // namespace tmm

@@ -279,7 +279,7 @@ struct pool_stage {
                       "windows<Rows, Cols>() returning a tmm::window_list");
         constexpr auto windows = list<In>();
         constexpr coverage c = cover<In.rows, In.cols>(windows);
-        if constexpr (requires { Geometry::rows; }) {
+        if constexpr (is_rectangular_window<Geometry>) {
             static_assert(std::is_same_v<Padding, pad_missing> ||
                               (In.rows % Geometry::rows == 0 && In.cols % Geometry::cols == 0),
                           "tmm::product_pool: the windows do not tile the grid; pad it "
@@ -379,6 +379,10 @@ concept stage = requires {
 
 template <shape Out, class... Stages, class Stage>
 constexpr auto operator|(network<Out, Stages...>, Stage) {
+    static_assert(detail::stage<Stage>,
+                  "tmm::operator|: the right-hand side is not a stage; write a layer such as "
+                  "tmm::conv<R> or tmm::product_pool<G> (leaves go inside "
+                  "tmm::representation<L, P>)");
     constexpr shape next = Stage::template next<Out>();
     return network<next, Stages..., Stage>{};
 }

@@ -92,6 +92,11 @@ struct window {
     }
 };
 
+template <class G>
+inline constexpr bool is_rectangular_window = false;
+template <int A, int B>
+inline constexpr bool is_rectangular_window<window<A, B>> = true;
+
 // One window holding every position: the global pooling of the shallow (CP) model.
 struct global {
     template <int Rows, int Cols>

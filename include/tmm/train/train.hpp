@@ -311,7 +311,7 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
                 loss = classification_loss<float>(out, labels, theta.log_prior,
                                                   options.generative_weight, dout);
             },
-            grad);
+            grad, options.train_leaves);
         if (!std::isfinite(loss))
             throw training_error("tmm: the loss became non-finite (" + std::to_string(loss) +
                                  ") at iteration " + std::to_string(it));

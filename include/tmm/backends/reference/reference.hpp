@@ -35,10 +35,12 @@ struct reference {
 
     // Runs the forward pass, asks `seed(out, dout)` for the gradient of the loss with respect
     // to the outputs (both count x K), and writes the gradient of every parameter into
-    // `grad` (reshaped and overwritten). Returns the outputs.
+    // `grad` (reshaped and overwritten). Returns the outputs. With `leaf_gradients` false the
+    // leaves' gradients are left at zero (frozen leaves need none).
     template <class T, class Seed>
     static std::vector<T> gradients(const plan& p, const parameters<T>& theta,
-                                    const observations<T>& x, Seed&& seed, parameters<T>& grad) {
+                                    const observations<T>& x, Seed&& seed, parameters<T>& grad,
+                                    bool leaf_gradients = true) {
         validate(p, x);
         const auto weights = all_log_weights(p, theta);
         const auto leaf = leaf_log_probabilities(p, theta);
@@ -54,7 +56,8 @@ struct reference {
         grad = zero_parameters<T>(p);
         for (std::size_t b = 0; b < x.count; ++b)
             backward_one(p, theta, leaf, weights, x, b, acts[b],
-                         std::span<const T>(dout.data() + b * p.classes, p.classes), grad);
+                         std::span<const T>(dout.data() + b * p.classes, p.classes), grad,
+                         leaf_gradients);
         return out;
     }
 
@@ -149,7 +152,7 @@ struct reference {
     static void backward_one(const plan& p, const parameters<T>& theta, const std::vector<T>& leaf,
                              const std::vector<std::vector<T>>& weights, const observations<T>& x,
                              std::size_t b, const std::vector<std::vector<T>>& acts,
-                             std::span<const T> dout, parameters<T>& grad) {
+                             std::span<const T> dout, parameters<T>& grad, bool leaf_gradients) {
         std::vector<T> d_out(dout.begin(), dout.end());
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
@@ -189,6 +192,7 @@ struct reference {
             d_out = std::move(d_in);
         }
 
+        if (!leaf_gradients) return;
         // representation: d rep[i, d] / d parameter, for observed coordinates only
         const int m = p.components, s = p.patch_size();
         for (int i = 0; i < p.positions(); ++i)

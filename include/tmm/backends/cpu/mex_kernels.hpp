@@ -1,0 +1,749 @@
+#pragma once
+// Single-threaded float32 kernels of the CPU backend's MEX layer (a 1x1 conv in log space):
+// out[b,o] = log sum_i W[o,i] exp(in[b,i]) as a max-shifted GEMM with an exact logsumexp
+// fallback where the GEMM underflows, and its backward pass (design.md sections 1, 3, 4).
+
+// GCC 12 reports the _mm512_undefined_ps idiom inside its own AVX-512 intrinsics as
+// -W(maybe-)uninitialized once they are inlined (GCC bug 105593, fixed in 12.3); silence it here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <xsimd/xsimd.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <new>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+namespace tmm::backends::cpu_kernels {
+
+namespace detail {
+
+using mex_batch = xsimd::batch<float>;
+inline constexpr std::size_t mex_lanes = mex_batch::size;
+
+// Register tile of the GEMM micro-kernel: mex_mr rows times mex_nv vectors of columns.
+// 8 x 2 zmm accumulators (16 of 32 registers) cover the 4-cycle FMA latency at one FMA per
+// cycle with room for the B loads; with 8-lane vectors (AVX2, 16 registers) 6 x 2.
+inline constexpr std::size_t mex_mr = mex_lanes >= 16 ? 8 : 6;
+inline constexpr std::size_t mex_nv = 2;
+
+// Depth of one K block: a B micro-panel (mex_kc x 32 floats, 16 KiB) stays in L1 while
+// every row block of A streams past it.
+inline constexpr std::size_t mex_kc = 128;
+
+// Rows per chunk: bounds the scratch (a chunk's E, S and G) to a few hundred KiB per thread.
+inline constexpr std::size_t mex_rows_per_chunk = 128;
+
+inline constexpr float mex_minus_infinity = -std::numeric_limits<float>::infinity();
+
+// Forward fast-path threshold. Flushing to zero (exp below about -87.5, products under FTZ)
+// moves each of the I terms of S = sum_i E[i] W[o,i] by at most 2^-126, so
+// S carries an absolute error of at most I * 2^-126. Requiring S >= I * 2^-102 keeps that
+// below 2^-24 relative, i.e. below float rounding; smaller S is recomputed exactly.
+inline float mex_forward_threshold(std::size_t inputs) {
+    return static_cast<float>(inputs) * 0x1p-102f;
+}
+
+// Backward fast-path threshold, as log S = out - m. The fast path scales by 1/S, so the flush
+// error of each term of din and dtheta is at most |dout| * 2^-126 / S <= |dout| * 2^-86 here,
+// and 1/S <= 2^40 cannot overflow for any sensible dout. Smaller S takes the exact path.
+inline constexpr float mex_backward_log_threshold = -40.0f * 0.693147180559945309f;
+
+inline constexpr std::size_t round_up(std::size_t n, std::size_t m) {
+    return (n + m - 1) / m * m;
+}
+
+// A growable 64-byte aligned float buffer; contents are not kept when it grows.
+class aligned_floats {
+  public:
+    float* get(std::size_t n) {
+        if (n > capacity_) {
+            data_.reset(static_cast<float*>(
+                ::operator new[](n * sizeof(float), std::align_val_t{alignment})));
+            capacity_ = n;
+        }
+        return data_.get();
+    }
+
+  private:
+    static constexpr std::size_t alignment = 64;
+    struct release {
+        void operator()(float* p) const noexcept {
+            ::operator delete[](p, std::align_val_t{alignment});
+        }
+    };
+    std::unique_ptr<float[], release> data_;
+    std::size_t capacity_ = 0;
+};
+
+// Per-thread scratch, reused across calls so the hot path never allocates once warm. Each
+// thread has its own, which is what makes concurrent calls on different data safe.
+struct mex_scratch {
+    aligned_floats packed_weights;  // B operand of a GEMM: W^T (forward) or W (din)
+    aligned_floats packed_rows;     // A operand: E (forward) or G (din)
+    aligned_floats packed_g_t;      // A operand of the dtheta GEMM: G^T
+    aligned_floats packed_e;        // B operand of the dtheta GEMM: E
+    aligned_floats product;         // GEMM result of a chunk: S (forward) or G W (din)
+    aligned_floats g;               // G, row-major with padded columns
+    aligned_floats theta_product;   // G^T E accumulated over chunks
+    aligned_floats theta_exact;     // the exact path's share of dtheta
+    aligned_floats dout_sum;        // sum over fast-path rows of dout, per output
+    aligned_floats row_max;         // m_b of a chunk
+    std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
+};
+
+inline mex_scratch& thread_scratch() {
+    thread_local mex_scratch scratch;
+    return scratch;
+}
+
+// Sets flush-to-zero (FTZ) for the life of the guard and restores MXCSR after: subnormal
+// results (products of tiny E and W) are slow on many x86 cores, and the thresholds above
+// account for them being zero. Denormals-are-zero is left off, so subnormal weights given by
+// the caller are used as they are.
+// Elsewhere than x86 it does nothing.
+class flush_to_zero_guard {
+  public:
+#if defined(__SSE__)
+    flush_to_zero_guard() : saved_(_mm_getcsr()) {
+        _mm_setcsr(saved_ | _MM_FLUSH_ZERO_ON);
+    }
+    ~flush_to_zero_guard() {
+        _mm_setcsr(saved_);
+    }
+#else
+    flush_to_zero_guard() = default;
+#endif
+    flush_to_zero_guard(const flush_to_zero_guard&) = delete;
+    flush_to_zero_guard& operator=(const flush_to_zero_guard&) = delete;
+
+  private:
+#if defined(__SSE__)
+    unsigned int saved_;
+#endif
+};
+
+// Loads the first n < mex_lanes floats at p and fills the other lanes; reads nothing past p + n.
+inline mex_batch load_partial(const float* p, std::size_t n, float fill) {
+    alignas(64) float buffer[mex_lanes];
+    for (std::size_t j = 0; j < mex_lanes; ++j) buffer[j] = j < n ? p[j] : fill;
+    return mex_batch::load_aligned(buffer);
+}
+
+// Stores the first n < mex_lanes lanes of v at p; writes nothing past p + n.
+inline void store_partial(const mex_batch& v, float* p, std::size_t n) {
+    alignas(64) float buffer[mex_lanes];
+    v.store_aligned(buffer);
+    for (std::size_t j = 0; j < n; ++j) p[j] = buffer[j];
+}
+
+// max over the lanes of v, without branches (it runs once per row).
+inline float horizontal_max(const mex_batch& v) {
+#if defined(__AVX512F__)
+    if constexpr (mex_lanes == 16) return _mm512_reduce_max_ps(v);
+#endif
+    alignas(64) float buffer[mex_lanes];
+    v.store_aligned(buffer);
+    for (std::size_t width = mex_lanes / 2; width > 0; width /= 2)
+        for (std::size_t j = 0; j < width; ++j) buffer[j] = std::max(buffer[j], buffer[j + width]);
+    return buffer[0];
+}
+
+// m = max_i x[i] over n floats (-inf when n == 0 or every entry is -inf).
+inline float row_maximum(const float* x, std::size_t n) {
+    mex_batch acc(mex_minus_infinity);
+    std::size_t i = 0;
+    for (; i + mex_lanes <= n; i += mex_lanes)
+        acc = xsimd::max(acc, mex_batch::load_unaligned(x + i));
+    if (i < n) acc = xsimd::max(acc, load_partial(x + i, n - i, mex_minus_infinity));
+    return horizontal_max(acc);
+}
+
+// log x for positive, normal, finite x, within 1 ulp (0.94 measured over all such floats);
+// any other x gives an unspecified finite value. With x = 2^e m, m in [sqrt(1/2), sqrt(2)) and
+// f = m - 1: log x = e log 2 + log1p(f), log1p(f) = f + f^2 P(f), P the degree-8 Chebyshev
+// interpolant of (log1p(f) - f) / f^2 on that range (fitted for tmm; relative error 1.4e-8).
+// The forward epilogue needs it only for S >= its threshold. Unlike xsimd::log it does not
+// divide (1.8x faster here), and xsimd 8.1's float log does not compile at -O0 for AVX-512BW
+// with GCC 12 (an int select in its subnormal branch).
+inline mex_batch log_of_normal(const mex_batch& x) {
+    using int_batch = xsimd::batch<std::int32_t, mex_batch::arch_type>;
+    const int_batch bits = xsimd::bitwise_cast<int_batch>(x);
+    // e = floor(log2(x / sqrt(1/2))), from the bits of x relative to those of sqrt(1/2).
+    const int_batch e = (bits - int_batch(0x3f3504f3)) >> 23;
+    const mex_batch f = xsimd::bitwise_cast<mex_batch>(bits - (e << 23)) - mex_batch(1.0f);
+    mex_batch p(-7.673641294e-02f);
+    p = xsimd::fma(p, f, mex_batch(1.272267252e-01f));
+    p = xsimd::fma(p, f, mex_batch(-1.312755495e-01f));
+    p = xsimd::fma(p, f, mex_batch(1.420485526e-01f));
+    p = xsimd::fma(p, f, mex_batch(-1.662664562e-01f));
+    p = xsimd::fma(p, f, mex_batch(2.000123411e-01f));
+    p = xsimd::fma(p, f, mex_batch(-2.500078082e-01f));
+    p = xsimd::fma(p, f, mex_batch(3.333333135e-01f));
+    p = xsimd::fma(p, f, mex_batch(-4.999999702e-01f));
+    const mex_batch log1p_f = xsimd::fma(f * f, p, f);
+    // log 2 = 0.693359375 - 2.12194440e-4, the first part exact in float when scaled by e.
+    const mex_batch e_float = xsimd::to_float(e);
+    return xsimd::fma(e_float, mex_batch(0.693359375f),
+                      xsimd::fma(e_float, mex_batch(-2.12194440e-4f), log1p_f));
+}
+
+// Exact, max-shifted log sum_i exp(x[i] + log_w[i]) over n entries; -inf when every term is
+// -inf (the true sum is then exactly zero). The terms are never +inf or NaN.
+inline float exact_log_sum_exp(const float* x, const float* log_w, std::size_t n) {
+    mex_batch acc(mex_minus_infinity);
+    std::size_t i = 0;
+    for (; i + mex_lanes <= n; i += mex_lanes)
+        acc = xsimd::max(acc,
+                         mex_batch::load_unaligned(x + i) + mex_batch::load_unaligned(log_w + i));
+    const std::size_t tail = n - i;
+    mex_batch x_tail(mex_minus_infinity), w_tail(mex_minus_infinity);
+    if (tail > 0) {
+        x_tail = load_partial(x + i, tail, mex_minus_infinity);
+        w_tail = load_partial(log_w + i, tail, mex_minus_infinity);
+        acc = xsimd::max(acc, x_tail + w_tail);
+    }
+    const float top = horizontal_max(acc);
+    if (top == mex_minus_infinity) return mex_minus_infinity;
+
+    // sum_i exp(x + log_w - top) >= 1: the largest term is exactly exp(0).
+    const mex_batch shift(top);
+    mex_batch sum(0.0f);
+    for (i = 0; i + mex_lanes <= n; i += mex_lanes)
+        sum += xsimd::exp(mex_batch::load_unaligned(x + i) + mex_batch::load_unaligned(log_w + i) -
+                          shift);
+    if (tail > 0) sum += xsimd::exp(x_tail + w_tail - shift);
+    return top + std::log(xsimd::hadd(sum));
+}
+
+// Packs the K x N row-major matrix src (leading dimension lds) as the B operand: panels of
+// NV * mex_lanes columns, each stored k-major (dst[p][k][0..NV * mex_lanes)), zero-filled past
+// column N.
+template <std::size_t NV>
+void pack_b(std::size_t k_size, std::size_t n_size, const float* src, std::size_t lds, float* dst) {
+    constexpr std::size_t nr = NV * mex_lanes;
+    for (std::size_t n0 = 0; n0 < n_size; n0 += nr) {
+        const std::size_t width = std::min(nr, n_size - n0);
+        float* panel = dst + n0 * k_size;
+        for (std::size_t k = 0; k < k_size; ++k) {
+            const float* s = src + k * lds + n0;
+            float* d = panel + k * nr;
+            if (width == nr) {
+                for (std::size_t v = 0; v < nr; v += mex_lanes)
+                    mex_batch::load_unaligned(s + v).store_aligned(d + v);
+            } else {
+                std::size_t j = 0;
+                for (; j < width; ++j) d[j] = s[j];
+                for (; j < nr; ++j) d[j] = 0.0f;
+            }
+        }
+    }
+}
+
+#if defined(__AVX512F__)
+inline constexpr bool mex_register_transpose = mex_lanes == 16 && mex_mr == 8;
+#else
+inline constexpr bool mex_register_transpose = false;
+#endif
+
+// dst[k * mex_mr + r] = rows[r][k] for k < mex_lanes, r < mex_mr: a tile of the packed A layout
+// (dst need not be aligned: blocks of an odd K are not).
+inline void transpose_tile(const mex_batch (&rows)[mex_mr], float* dst) {
+#if defined(__AVX512F__)
+    if constexpr (mex_register_transpose) {
+        // 8 x 16 -> 16 x 8 in three shuffle steps. With [a b c d] the 128-bit lanes:
+        // 1. pairs of rows interleaved per lane; 2. four rows per lane, one k each (u: rows 0-3,
+        // v: rows 4-7, for k = 4l + j in lane l of the j-th vector); 3. lanes regrouped so that
+        // output j holds k = 2j and 2j + 1 for all eight rows.
+        __m512 t[8], u[4], v[4];
+        for (int p = 0; p < 4; ++p) {
+            t[2 * p] = _mm512_unpacklo_ps(rows[2 * p], rows[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_ps(rows[2 * p], rows[2 * p + 1]);
+        }
+        u[0] = _mm512_shuffle_ps(t[0], t[2], 0x44);
+        u[1] = _mm512_shuffle_ps(t[0], t[2], 0xEE);
+        u[2] = _mm512_shuffle_ps(t[1], t[3], 0x44);
+        u[3] = _mm512_shuffle_ps(t[1], t[3], 0xEE);
+        v[0] = _mm512_shuffle_ps(t[4], t[6], 0x44);
+        v[1] = _mm512_shuffle_ps(t[4], t[6], 0xEE);
+        v[2] = _mm512_shuffle_ps(t[5], t[7], 0x44);
+        v[3] = _mm512_shuffle_ps(t[5], t[7], 0xEE);
+        // x_low = [u.a v.a u.b v.b], x_high = [u.c v.c u.d v.d].
+        const __m512i low =
+            _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        const __m512i high =
+            _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+        for (int j = 0; j < 2; ++j) {
+            // Vectors 2j (k = 4l + 2j) and 2j + 1 (k = 4l + 2j + 1) give outputs k0 = 4l + 2j.
+            const __m512 x_low = _mm512_permutex2var_ps(u[2 * j], low, v[2 * j]);
+            const __m512 x_high = _mm512_permutex2var_ps(u[2 * j], high, v[2 * j]);
+            const __m512 y_low = _mm512_permutex2var_ps(u[2 * j + 1], low, v[2 * j + 1]);
+            const __m512 y_high = _mm512_permutex2var_ps(u[2 * j + 1], high, v[2 * j + 1]);
+            _mm512_storeu_ps(dst + (0 + 2 * j) * 8, _mm512_shuffle_f32x4(x_low, y_low, 0x44));
+            _mm512_storeu_ps(dst + (4 + 2 * j) * 8, _mm512_shuffle_f32x4(x_low, y_low, 0xEE));
+            _mm512_storeu_ps(dst + (8 + 2 * j) * 8, _mm512_shuffle_f32x4(x_high, y_high, 0x44));
+            _mm512_storeu_ps(dst + (12 + 2 * j) * 8, _mm512_shuffle_f32x4(x_high, y_high, 0xEE));
+        }
+        return;
+    }
+#endif
+    alignas(64) float tile[mex_mr][mex_lanes];
+    for (std::size_t r = 0; r < mex_mr; ++r) rows[r].store_aligned(tile[r]);
+    for (std::size_t k = 0; k < mex_lanes; ++k)
+        for (std::size_t r = 0; r < mex_mr; ++r) dst[k * mex_mr + r] = tile[r][k];
+}
+
+// Packs an M x K matrix, given row by row, as the A operand: blocks of mex_mr rows, each stored
+// k-major (dst[block][k][0..mex_mr)), zero past row M. row_vector(m, k0, width) returns
+// entries k0 .. k0 + width - 1 of row m in its first lanes (width <= mex_lanes; it must fill
+// the other lanes with zeros).
+template <class RowVector>
+void pack_a(std::size_t m_size, std::size_t k_size, float* dst, RowVector&& row_vector) {
+    alignas(64) float tail_tile[mex_mr * mex_lanes];
+    for (std::size_t m0 = 0; m0 < m_size; m0 += mex_mr) {
+        const std::size_t height = std::min(mex_mr, m_size - m0);
+        float* block = dst + m0 * k_size;
+        for (std::size_t k0 = 0; k0 < k_size; k0 += mex_lanes) {
+            const std::size_t width = std::min(mex_lanes, k_size - k0);
+            mex_batch rows[mex_mr];
+            for (std::size_t r = 0; r < mex_mr; ++r)
+                rows[r] = r < height ? row_vector(m0 + r, k0, width) : mex_batch(0.0f);
+            if (width == mex_lanes) {
+                transpose_tile(rows, block + k0 * mex_mr);
+            } else {
+                transpose_tile(rows, tail_tile);
+                std::copy_n(tail_tile, width * mex_mr, block + k0 * mex_mr);
+            }
+        }
+    }
+}
+
+// Packs rows [0, m_size) of the row-major matrix src (leading dimension lds, k_size columns) as
+// the A operand (see pack_a).
+inline void pack_a_from_rows(std::size_t m_size, std::size_t k_size, const float* src,
+                             std::size_t lds, float* dst) {
+    pack_a(m_size, k_size, dst, [&](std::size_t m, std::size_t k0, std::size_t width) {
+        return width == mex_lanes ? mex_batch::load_unaligned(src + m * lds + k0)
+                                  : load_partial(src + m * lds + k0, width, 0.0f);
+    });
+}
+
+// Packs the transpose of the K x M row-major matrix src (leading dimension lds >= round_up(M,
+// mex_mr), zero-padded columns) as the A operand of an M x K product: A[m,k] = src[k,m].
+inline void pack_a_from_columns(std::size_t m_size, std::size_t k_size, const float* src,
+                                std::size_t lds, float* dst) {
+    for (std::size_t m0 = 0; m0 < m_size; m0 += mex_mr) {
+        float* block = dst + m0 * k_size;
+        for (std::size_t k = 0; k < k_size; ++k)
+            std::copy_n(src + k * lds + m0, mex_mr, block + k * mex_mr);
+    }
+}
+
+// The register tile: C[0..mex_mr)[0..NV * mex_lanes) (=|+=) sum_k A[.,k] B[k,.] over one K
+// block, with a (k-major, mex_mr per k) and b (k-major, NV * mex_lanes per k) pointing into
+// packed operands. c is 64-byte aligned with leading dimension ldc (a multiple of mex_lanes).
+template <std::size_t NV>
+void micro_kernel(std::size_t kc, const float* a, const float* b, float* c, std::size_t ldc,
+                  bool accumulate) {
+    constexpr std::size_t nr = NV * mex_lanes;
+    mex_batch acc[mex_mr][NV];
+#pragma GCC unroll 16
+    for (std::size_t r = 0; r < mex_mr; ++r)
+#pragma GCC unroll 4
+        for (std::size_t v = 0; v < NV; ++v)
+            acc[r][v] =
+                accumulate ? mex_batch::load_aligned(c + r * ldc + v * mex_lanes) : mex_batch(0.0f);
+
+    // acc[r][v] += A[r,k] * B[k, v-th vector]: one broadcast per row, NV FMAs each.
+    for (std::size_t k = 0; k < kc; ++k) {
+        mex_batch bk[NV];
+#pragma GCC unroll 4
+        for (std::size_t v = 0; v < NV; ++v)
+            bk[v] = mex_batch::load_aligned(b + k * nr + v * mex_lanes);
+#pragma GCC unroll 16
+        for (std::size_t r = 0; r < mex_mr; ++r) {
+            const mex_batch ar(a[k * mex_mr + r]);
+#pragma GCC unroll 4
+            for (std::size_t v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(ar, bk[v], acc[r][v]);
+        }
+    }
+
+#pragma GCC unroll 16
+    for (std::size_t r = 0; r < mex_mr; ++r)
+#pragma GCC unroll 4
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(c + r * ldc + v * mex_lanes);
+}
+
+// C (round_up(M, mex_mr) x round_up(N, NV * mex_lanes), leading dimension ldc) = or += A B,
+// with A packed by pack_a* (M x K) and B packed by pack_b<NV> (K x N). Padded rows and columns
+// of C get what the zero padding of A and B gives: zeros.
+template <std::size_t NV>
+void gemm_packed(std::size_t m_size, std::size_t n_size, std::size_t k_size, const float* a,
+                 const float* b, float* c, std::size_t ldc, bool accumulate) {
+    constexpr std::size_t nr = NV * mex_lanes;
+    for (std::size_t k0 = 0; k0 < k_size; k0 += mex_kc) {
+        const std::size_t kc = std::min(mex_kc, k_size - k0);
+        const bool add = accumulate || k0 > 0;
+        for (std::size_t n0 = 0; n0 < n_size; n0 += nr) {
+            const float* b_panel = b + n0 * k_size + k0 * nr;
+            for (std::size_t m0 = 0; m0 < m_size; m0 += mex_mr)
+                micro_kernel<NV>(kc, a + m0 * k_size + k0 * mex_mr, b_panel, c + m0 * ldc + n0, ldc,
+                                 add);
+        }
+    }
+    if (k_size == 0 && !accumulate)
+        for (std::size_t m = 0; m < round_up(m_size, mex_mr); ++m)
+            std::fill_n(c + m * ldc, round_up(n_size, nr), 0.0f);
+}
+
+// Calls f(std::integral_constant<std::size_t, NV>{}) with the number of vectors per B panel for
+// N columns: one when N fits in a vector (less padding, e.g. O = 10), else mex_nv.
+template <class F>
+decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
+    if (n_size <= mex_lanes) return f(std::integral_constant<std::size_t, 1>{});
+    return f(std::integral_constant<std::size_t, mex_nv>{});
+}
+
+// Forward pass with NV vectors per B panel (see mex_forward).
+template <std::size_t NV>
+void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                        const float* weights_t, const float* log_weights, float* out) {
+    constexpr std::size_t nr = NV * mex_lanes;
+    mex_scratch& scratch = thread_scratch();
+    const flush_to_zero_guard flush;
+    const std::size_t o_padded = round_up(O, nr);
+    const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
+
+    float* packed_w_t = scratch.packed_weights.get(o_padded * I);
+    float* packed_e = scratch.packed_rows.get(chunk_padded * I);
+    float* s = scratch.product.get(chunk_padded * o_padded);
+    float* m = scratch.row_max.get(chunk_padded);
+    pack_b<NV>(I, O, weights_t, O, packed_w_t);
+    const float threshold = mex_forward_threshold(I);
+
+    for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
+        const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
+        const float* in_chunk = in + row0 * I;
+        float* out_chunk = out + row0 * O;
+
+        // E[b,i] = exp(in[b,i] - m_b), m_b = max_i in[b,i], written straight into the packed A
+        // layout; E's rows are at most 1 and sum to at least 1. A row of -inf gives zeros.
+        for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
+        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
+            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
+            const float* x = in_chunk + b * I + i0;
+            // -inf in the padding lanes gives exp(-inf) = 0 there.
+            return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
+                                                  : load_partial(x, width, mex_minus_infinity)) -
+                              mex_batch(m[b]));
+        });
+
+        // S = E W^T.
+        gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
+
+        // out = m + log S where S is large enough to be exact, else the exact logsumexp.
+        for (std::size_t b = 0; b < chunk; ++b) {
+            float* out_row = out_chunk + b * O;
+            if (m[b] == mex_minus_infinity) {
+                std::fill_n(out_row, O, mex_minus_infinity);
+                continue;
+            }
+            const float* s_row = s + b * o_padded;
+            const mex_batch shift(m[b]);
+            for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                const mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
+                const mex_batch value = shift + log_of_normal(s_vec);
+                const std::size_t width = std::min(mex_lanes, O - o0);
+                if (width == mex_lanes)
+                    value.store_unaligned(out_row + o0);
+                else
+                    store_partial(value, out_row + o0, width);
+                if (xsimd::any(s_vec < mex_batch(threshold))) {
+                    for (std::size_t j = 0; j < width; ++j)
+                        if (s_row[o0 + j] < threshold)
+                            out_row[o0 + j] =
+                                exact_log_sum_exp(in_chunk + b * I, log_weights + (o0 + j) * I, I);
+                }
+            }
+        }
+    }
+}
+
+// Backward pass with NV vectors per B panel (see mex_backward).
+template <std::size_t NV>
+void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                         const float* out, const float* dout, const float* weights,
+                         const float* log_weights, float* din, float* dtheta) {
+    constexpr std::size_t nr = NV * mex_lanes;
+    mex_scratch& scratch = thread_scratch();
+    const flush_to_zero_guard flush;
+    const std::size_t i_padded = round_up(I, nr);
+    // G's leading dimension: whole vectors per row, and whole mex_mr blocks for packing G^T.
+    const std::size_t o_padded = round_up(O, std::lcm(mex_mr, mex_lanes));
+    const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
+
+    float* packed_e = scratch.packed_e.get(i_padded * chunk_padded);
+    float* g = scratch.g.get(chunk_padded * o_padded);
+    float* packed_g_t = scratch.packed_g_t.get(o_padded * chunk_padded);
+    float* theta_product =
+        dtheta != nullptr ? scratch.theta_product.get(o_padded * i_padded) : nullptr;
+    float* dout_sum = scratch.dout_sum.get(o_padded);
+    float* m = scratch.row_max.get(chunk_padded);
+    float* packed_w = nullptr;
+    float* packed_g = nullptr;
+    float* product = nullptr;
+    if (din != nullptr) {
+        packed_w = scratch.packed_weights.get(i_padded * O);
+        packed_g = scratch.packed_rows.get(chunk_padded * O);
+        product = scratch.product.get(chunk_padded * i_padded);
+        pack_b<NV>(O, I, weights, I, packed_w);
+    }
+    std::fill_n(dout_sum, o_padded, 0.0f);
+    auto& exact_entries = scratch.exact_entries;
+    float* theta_exact = nullptr;  // allocated and zeroed on the first exact entry
+    const mex_batch log_threshold(mex_backward_log_threshold);
+    const mex_batch zero(0.0f);
+
+    for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
+        const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
+        const std::size_t chunk_rows = round_up(chunk, mex_mr);
+        const float* in_chunk = in + row0 * I;
+        const float* out_chunk = out + row0 * O;
+        const float* dout_chunk = dout + row0 * O;
+        exact_entries.clear();
+
+        // E[b,i] = exp(in[b,i] - m_b) as in the forward pass, written straight into the packed B
+        // layout of the dtheta GEMM (K = the chunk's rows, N = I): E[b, i] is at
+        // e_at(b, i) = packed_e[(i / nr) * chunk_rows * nr + b * nr + i % nr]. Zero rows pad the
+        // chunk, zero columns the last panel.
+        const auto e_at = [&](std::size_t b, std::size_t i) {
+            return packed_e + (i / nr) * chunk_rows * nr + b * nr + i % nr;
+        };
+        for (std::size_t b = 0; b < chunk_rows; ++b) {
+            m[b] = b < chunk ? row_maximum(in_chunk + b * I, I) : mex_minus_infinity;
+            const float* x = in_chunk + b * I;
+            for (std::size_t i0 = 0; i0 < i_padded; i0 += mex_lanes) {
+                mex_batch e_vec = zero;
+                if (m[b] != mex_minus_infinity && i0 < I) {
+                    const std::size_t width = std::min(mex_lanes, I - i0);
+                    e_vec = xsimd::exp((width == mex_lanes
+                                            ? mex_batch::load_unaligned(x + i0)
+                                            : load_partial(x + i0, width, mex_minus_infinity)) -
+                                       mex_batch(m[b]));
+                }
+                e_vec.store_aligned(e_at(b, i0));
+            }
+        }
+
+        // G[b,o] = dout[b,o] exp(m_b - out[b,o]) = dout / S on the fast path (log S >= the
+        // threshold), else 0; fast entries also add dout to D[o], the -W dout part of dtheta.
+        // Finite entries off the fast path are listed for the exact path.
+        for (std::size_t b = 0; b < chunk; ++b) {
+            float* g_row = g + b * o_padded;
+            std::fill_n(g_row, o_padded, 0.0f);
+            if (m[b] == mex_minus_infinity) continue;
+            const float* out_row = out_chunk + b * O;
+            const float* dout_row = dout_chunk + b * O;
+            const mex_batch shift(m[b]);
+            for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                const std::size_t width = std::min(mex_lanes, O - o0);
+                const bool full = width == mex_lanes;
+                // Padding lanes: out = -inf is never fast, dout = 0 adds nothing.
+                const mex_batch out_vec =
+                    full ? mex_batch::load_unaligned(out_row + o0)
+                         : load_partial(out_row + o0, width, mex_minus_infinity);
+                const mex_batch dout_vec = full ? mex_batch::load_unaligned(dout_row + o0)
+                                                : load_partial(dout_row + o0, width, 0.0f);
+                const mex_batch log_s = out_vec - shift;
+                const auto fast = log_s >= log_threshold;
+                // exp(-log_s) <= 2^40 on fast lanes; the select drops the others (inf or NaN).
+                xsimd::select(fast, dout_vec * xsimd::exp(-log_s), zero).store_aligned(g_row + o0);
+                (mex_batch::load_aligned(dout_sum + o0) + xsimd::select(fast, dout_vec, zero))
+                    .store_aligned(dout_sum + o0);
+                if (!xsimd::all(fast)) {
+                    for (std::size_t j = 0; j < width; ++j) {
+                        const float value = out_row[o0 + j];
+                        if (!(value - m[b] >= mex_backward_log_threshold) &&
+                            value != mex_minus_infinity)
+                            exact_entries.emplace_back(b, o0 + j);
+                    }
+                }
+            }
+        }
+        std::fill(g + chunk * o_padded, g + chunk_rows * o_padded, 0.0f);
+
+        // din = E .* (G W): a chunk x O times O x I GEMM, then the elementwise factor.
+        if (din != nullptr) {
+            pack_a_from_rows(chunk, O, g, o_padded, packed_g);
+            gemm_packed<NV>(chunk, I, O, packed_g, packed_w, product, i_padded, false);
+            for (std::size_t b = 0; b < chunk; ++b) {
+                float* din_row = din + (row0 + b) * I;
+                const float* p_row = product + b * i_padded;
+                for (std::size_t i0 = 0; i0 < I; i0 += mex_lanes) {
+                    const mex_batch value =
+                        mex_batch::load_aligned(e_at(b, i0)) * mex_batch::load_aligned(p_row + i0);
+                    const std::size_t width = std::min(mex_lanes, I - i0);
+                    if (width == mex_lanes)
+                        value.store_unaligned(din_row + i0);
+                    else
+                        store_partial(value, din_row + i0, width);
+                }
+            }
+        }
+
+        // T += G^T E: an O x chunk times chunk x I GEMM, accumulated over chunks.
+        if (dtheta != nullptr) {
+            pack_a_from_columns(O, chunk_rows, g, o_padded, packed_g_t);
+            gemm_packed<NV>(O, I, chunk_rows, packed_g_t, packed_e, theta_product, i_padded,
+                            row0 > 0);
+        }
+
+        // Exact path: p_i = exp((in[b,i] - out[b,o]) + log W[o,i]) <= 1 (up to the rounding of
+        // out). Taking in - out first keeps it exact where the term matters (in near out).
+        // dtheta's share goes to a zeroed scratch so that dtheta itself gets one add per entry.
+        if (!exact_entries.empty() && dtheta != nullptr && theta_exact == nullptr) {
+            theta_exact = scratch.theta_exact.get(o_padded * i_padded);
+            std::fill_n(theta_exact, o_padded * i_padded, 0.0f);
+        }
+        for (const auto& [b, o] : exact_entries) {
+            const float* in_row = in_chunk + b * I;
+            const float* log_w_row = log_weights + o * I;
+            const float* w_row = weights + o * I;
+            float* theta_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+            float* din_row = din != nullptr ? din + (row0 + b) * I : nullptr;
+            const mex_batch shift(out_chunk[b * O + o]);
+            const mex_batch grad(dout_chunk[b * O + o]);
+            for (std::size_t i0 = 0; i0 < I; i0 += mex_lanes) {
+                const std::size_t width = std::min(mex_lanes, I - i0);
+                const bool full = width == mex_lanes;
+                // Padding lanes: in = log W = -inf gives p = 0, and W = 0 there.
+                const mex_batch x = full ? mex_batch::load_unaligned(in_row + i0)
+                                         : load_partial(in_row + i0, width, mex_minus_infinity);
+                const mex_batch lw = full ? mex_batch::load_unaligned(log_w_row + i0)
+                                          : load_partial(log_w_row + i0, width, mex_minus_infinity);
+                const mex_batch w = full ? mex_batch::load_unaligned(w_row + i0)
+                                         : load_partial(w_row + i0, width, 0.0f);
+                const mex_batch p = xsimd::exp((x - shift) + lw);
+                if (theta_row != nullptr)
+                    xsimd::fma(grad, p - w, mex_batch::load_aligned(theta_row + i0))
+                        .store_aligned(theta_row + i0);
+                if (din_row == nullptr) continue;
+                if (full) {
+                    xsimd::fma(grad, p, mex_batch::load_unaligned(din_row + i0))
+                        .store_unaligned(din_row + i0);
+                } else {
+                    store_partial(xsimd::fma(grad, p, load_partial(din_row + i0, width, 0.0f)),
+                                  din_row + i0, width);
+                }
+            }
+        }
+    }
+
+    // dtheta[o,i] += W[o,i] (T[o,i] - D[o]) + (exact-path share): on the fast path
+    // sum_b dout p = W sum_b G E.
+    if (dtheta == nullptr) return;
+    for (std::size_t o = 0; o < O; ++o) {
+        const float* w_row = weights + o * I;
+        const float* t_row = theta_product + o * i_padded;
+        const float* exact_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+        float* dtheta_row = dtheta + o * I;
+        const mex_batch d(dout_sum[o]);
+        for (std::size_t i0 = 0; i0 < I; i0 += mex_lanes) {
+            const std::size_t width = std::min(mex_lanes, I - i0);
+            const bool full = width == mex_lanes;
+            const mex_batch t = mex_batch::load_aligned(t_row + i0) - d;
+            const mex_batch w = full ? mex_batch::load_unaligned(w_row + i0)
+                                     : load_partial(w_row + i0, width, 0.0f);
+            mex_batch change = w * t;
+            if (exact_row != nullptr) change += mex_batch::load_aligned(exact_row + i0);
+            if (full) {
+                (mex_batch::load_unaligned(dtheta_row + i0) + change)
+                    .store_unaligned(dtheta_row + i0);
+            } else {
+                store_partial(load_partial(dtheta_row + i0, width, 0.0f) + change, dtheta_row + i0,
+                              width);
+            }
+        }
+    }
+}
+
+}  // namespace detail
+
+// Forward pass of one MEX layer at one weight set, single-threaded, float32, row-major:
+//   out[b,o] = log sum_i W[o,i] exp(in[b,i])        for b < rows, o < O.
+// in: rows x I log-activations (may hold -inf, never NaN or +inf); weights: W (O x I), each row
+// on the simplex; weights_t: the same W transposed (I x O); log_weights: log W (O x I, -inf where
+// W is 0). A row of in that is entirely -inf gives an output row of -inf; an entry whose true
+// sum is zero (no term with both in and W nonzero) is -inf.
+// Method (design.md section 4): with m_b = max_i in[b,i] and E = exp(in - m), S = E W^T is a
+// GEMM and out = m + log S; entries with S < I 2^-102 (where flushed underflow could matter)
+// are recomputed as an exact max-shifted logsumexp_i(in[b,i] + log W[o,i]).
+// Scratch is thread_local and reused (a few hundred KiB to a few MiB per thread, by shape), so
+// concurrent calls from different threads on different data are safe. MXCSR is restored.
+inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                        const float* weights, const float* weights_t, const float* log_weights,
+                        float* out) {
+    static_cast<void>(weights);  // the fast path reads W^T, the fallback log W
+    if (rows == 0 || O == 0) return;
+    if (I == 0) {
+        std::fill_n(out, rows * O, detail::mex_minus_infinity);  // an empty sum
+        return;
+    }
+    detail::with_panel_vectors(O, [&](auto nv) {
+        detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, weights_t, log_weights,
+                                                        out);
+    });
+}
+
+// Backward pass of mex_forward, single-threaded, float32, row-major. Given out (as computed by
+// mex_forward) and dout (rows x O, the gradient of a scalar loss wrt out), with
+// p[b,o,i] = W[o,i] exp(in[b,i] - out[b,o]):
+//   din[b,i]     = sum_o dout[b,o] p[b,o,i]                 (written; din may be nullptr)
+//   dtheta[o,i] += sum_b dout[b,o] (p[b,o,i] - W[o,i])     (accumulated), the gradient wrt the
+//                  parameters theta of log W = theta - logsumexp_i theta; dtheta may be
+//                  nullptr (fixed weights), which skips its GEMM.
+// An entry with out[b,o] = -inf (the output is log 0, its gradient undefined) contributes
+// nothing to either; a row of in that is entirely -inf gets din = 0.
+// Method: with G = dout exp(m - out) = dout / S, din = E .* (G W) and
+// dtheta += W .* (G^T E - 1 sum_b dout), two GEMMs. Entries with S < 2^-40 (log S from out - m)
+// take an exact path, p = exp(in - out + log W), instead; on the GEMM path a term of din or
+// dtheta below about 2^-86 |dout| may be lost to exp underflow. Scratch as for mex_forward.
+inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                         const float* out, const float* dout, const float* weights,
+                         const float* weights_t, const float* log_weights, float* din,
+                         float* dtheta) {
+    static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
+    if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
+    if (O == 0) {
+        if (din != nullptr) std::fill_n(din, rows * I, 0.0f);
+        return;
+    }
+    detail::with_panel_vectors(I, [&](auto nv) {
+        detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, weights,
+                                                         log_weights, din, dtheta);
+    });
+}
+
+}  // namespace tmm::backends::cpu_kernels
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

@@ -1,0 +1,11 @@
+// Must not compile: a representation layer with no mixing components.
+#include <tmm/tmm.hpp>
+
+#ifdef TMM_EXPECT_VALID
+constexpr int components = 4;
+#else
+constexpr int components = 0;
+#endif
+
+constexpr auto model = tmm::input<8, 8> | tmm::representation<tmm::gaussians<components>, 2> |
+                       tmm::conv<8> | tmm::product_pool<tmm::global> | tmm::classes<2>;

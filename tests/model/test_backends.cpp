@@ -1,0 +1,165 @@
+// Every backend against the reference oracle: the float32 CPU backend must give the float64
+// reference's class log-likelihoods within 1e-4 relative, and the same gradients.
+#define BOOST_TEST_MODULE backends
+#include <boost/test/unit_test.hpp>
+
+#include <tbb/global_control.h>
+
+#include <cmath>
+#include <random>
+#include <tmm/backends/cpu/cpu.hpp>
+#include <tmm/tmm.hpp>
+#include <vector>
+
+namespace {
+
+// Mirror-image column pairs: a custom geometry written as a user would.
+struct mirror_columns {
+    template <int Rows, int Cols>
+    static constexpr auto windows() {
+        tmm::window_list<Rows, Cols / 2, 2> list;
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols / 2; ++c)
+                list.at(r, c) = {r * Cols + c, r * Cols + Cols - 1 - c};
+        return list;
+    }
+};
+
+constexpr auto small_ht =
+    tmm::input<6, 6> | tmm::representation<tmm::gaussians<5>, 2> | tmm::conv<4, tmm::tiled<2, 2>> |
+    tmm::product_pool<tmm::window<2, 2>, tmm::pad_missing> | tmm::conv<6> |
+    tmm::product_pool<tmm::window<2, 2>> | tmm::conv<3, tmm::shared> | tmm::classes<3>;
+constexpr auto mirror_ht = tmm::input<4, 8, 2> | tmm::representation<tmm::gaussians<3>, 2> |
+                           tmm::conv<5> | tmm::product_pool<mirror_columns> | tmm::conv<4> |
+                           tmm::product_pool<tmm::global> | tmm::classes<4>;
+constexpr auto small_cp = tmm::cp<tmm::input<8, 8> | tmm::pad<1>, tmm::gaussians<7>, 2, 9, 5>;
+constexpr auto categorical_ht = tmm::input<4, 4> | tmm::representation<tmm::categorical<3, 4>, 1> |
+                                tmm::conv<3> | tmm::product_pool<tmm::window<2, 2>> | tmm::conv<5> |
+                                tmm::product_pool<tmm::window<2, 2>> | tmm::classes<2>;
+
+template <class T>
+void randomize(tmm::parameters<T>& theta, std::mt19937_64& rng) {
+    std::normal_distribution<double> n(0.0, 1.0);
+    for (auto& v : theta.mean) v = T(0.3 * n(rng));
+    for (auto& v : theta.log_precision) v = T(1.0 + n(rng));
+    for (auto& v : theta.logits) v = T(n(rng));
+    for (auto& t : theta.theta)
+        for (auto& v : t) v = T(n(rng));
+}
+
+struct batch {
+    std::vector<float> values;
+    std::vector<std::uint8_t> observed;
+};
+
+batch make_batch(const tmm::plan& p, std::size_t count, double missing, std::mt19937_64& rng) {
+    batch b;
+    std::normal_distribution<double> n(0.0, 0.3);
+    std::uniform_int_distribution<int> symbol(0, std::max(p.values, 1) - 1);
+    std::bernoulli_distribution drop(missing);
+    for (std::size_t i = 0; i < count * p.pixels(); ++i) {
+        b.values.push_back(p.leaves == tmm::leaf_kind::categorical ? float(symbol(rng))
+                                                                   : float(n(rng)));
+        b.observed.push_back(!drop(rng));
+    }
+    return b;
+}
+
+template <class Net>
+void check_agreement(Net net, std::size_t count, double missing, std::uint64_t seed) {
+    const tmm::plan p = tmm::make_plan(net);
+    std::mt19937_64 rng(seed);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const auto theta64 = tmm::convert_parameters<double>(theta);
+    const batch b = make_batch(p, count, missing, rng);
+    const std::vector<double> values64(b.values.begin(), b.values.end());
+
+    const tmm::observations<float> x{count, b.values, b.observed};
+    const tmm::observations<double> x64{count, values64, b.observed};
+    const auto fast = tmm::backends::cpu::log_likelihoods(p, theta, x);
+    const auto exact = tmm::backends::reference::log_likelihoods(p, theta64, x64);
+    BOOST_REQUIRE_EQUAL(fast.size(), exact.size());
+    // 1e-4 relative; a log-likelihood near 0 (little observed) is compared to 1e-4 absolute
+    for (std::size_t i = 0; i < fast.size(); ++i)
+        BOOST_TEST(std::abs(fast[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+
+    // gradients of a random linear loss sum_{b,y} c[b,y] out[b,y]
+    std::vector<double> c(fast.size());
+    std::normal_distribution<double> n;
+    for (auto& v : c) v = n(rng);
+    tmm::parameters<float> g;
+    tmm::parameters<double> g64;
+    tmm::backends::cpu::gradients(
+        p, theta, x,
+        [&](std::span<const float>, std::span<float> d) {
+            for (std::size_t i = 0; i < d.size(); ++i) d[i] = float(c[i]);
+        },
+        g);
+    tmm::backends::reference::gradients(
+        p, theta64, x64,
+        [&](std::span<const double>, std::span<double> d) {
+            std::copy(c.begin(), c.end(), d.begin());
+        },
+        g64);
+    // compare each array relative to its largest entry: float32 accumulation over a batch
+    auto compare = [&](const std::vector<float>& a, const std::vector<double>& e) {
+        BOOST_REQUIRE_EQUAL(a.size(), e.size());
+        double scale = 0, worst = 0;
+        for (double v : e) scale = std::max(scale, std::abs(v));
+        for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - e[i]));
+        BOOST_TEST_MESSAGE("array of " << a.size() << ": largest " << scale << ", worst error "
+                                       << worst);
+        BOOST_TEST(worst <= 1e-3 * scale + 1e-6 * double(count));
+    };
+    compare(g.mean, g64.mean);
+    compare(g.log_precision, g64.log_precision);
+    compare(g.logits, g64.logits);
+    for (std::size_t l = 0; l < g.theta.size(); ++l) compare(g.theta[l], g64.theta[l]);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(small_ht_tiled_padded) {
+    check_agreement(small_ht, 70, 0.3, 1);
+}
+BOOST_AUTO_TEST_CASE(custom_geometry_two_channels) {
+    check_agreement(mirror_ht, 33, 0.5, 2);
+}
+BOOST_AUTO_TEST_CASE(cp_with_padding) {
+    check_agreement(small_cp, 40, 0.2, 3);
+}
+BOOST_AUTO_TEST_CASE(categorical_leaves) {
+    check_agreement(categorical_ht, 65, 0.4, 4);
+}
+BOOST_AUTO_TEST_CASE(published_ht_model) {
+    check_agreement(tmm::published_ht, 9, 0.5, 5);
+}
+BOOST_AUTO_TEST_CASE(nothing_observed) {
+    check_agreement(small_ht, 5, 1.0, 6);
+}
+
+// Results must not depend on the number of threads: the tiles and the order of every
+// reduction are fixed.
+BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(7);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const batch b = make_batch(p, 150, 0.3, rng);
+    const tmm::observations<float> x{150, b.values, b.observed};
+    auto run = [&](int threads) {
+        tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+        tmm::parameters<float> g;
+        auto out = tmm::backends::cpu::gradients(
+            p, theta, x,
+            [](std::span<const float> o, std::span<float> d) {
+                for (std::size_t i = 0; i < d.size(); ++i) d[i] = std::sin(float(i)) + 0 * o[i];
+            },
+            g);
+        return std::make_pair(out, g.theta);
+    };
+    const auto one = run(1), two = run(2);
+    BOOST_TEST(one.first == two.first);
+    BOOST_TEST(one.second == two.second);
+}

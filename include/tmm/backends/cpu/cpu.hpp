@@ -44,7 +44,7 @@ struct cpu {
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
             const std::size_t first = t * inference_tile;
             const std::size_t rows = std::min(inference_tile, x.count - first);
-            workspace ws;
+            thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
             forward(p, theta, prep, x, first, rows, ws);
             copy_outputs(p, ws, first, rows, out);
         });

@@ -54,6 +54,7 @@ struct reference {
         seed(std::span<const T>(out), std::span<T>(dout));
 
         grad = zero_parameters<T>(p);
+        grad.log_prior.assign(p.classes, T(0));  // not learned: no gradient
         for (std::size_t b = 0; b < x.count; ++b)
             backward_one(p, theta, leaf, weights, x, b, acts[b],
                          std::span<const T>(dout.data() + b * p.classes, p.classes), grad,

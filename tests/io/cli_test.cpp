@@ -1,0 +1,357 @@
+// The `tmm` program end to end on a tiny generated IDX data set (no downloads): train, eval
+// and experiment succeed, and every bad input gets its exit code (2: command line, 1: runtime)
+// and a message that names the problem, never a crash.
+#define BOOST_TEST_MODULE cli
+#include <boost/test/unit_test.hpp>
+
+#include <tmm/data/idx.hpp>
+#include <tmm/dsl/decompositions.hpp>
+#include <tmm/io/model_file.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct scratch_dir {
+    fs::path path;
+    scratch_dir() {
+        std::random_device rd;
+        path = fs::temp_directory_path() /
+               ("tmm_cli_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+        fs::create_directories(path);
+    }
+    ~scratch_dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+std::string quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+// A data set of `count` images of rows x cols: class c is a bright square at a place of its
+// own on a noisy background, so a few training steps already separate the classes.
+tmm::data::dataset make_images(std::size_t count, int rows, int cols, unsigned seed) {
+    tmm::data::dataset d;
+    d.count = count;
+    d.rows = rows;
+    d.cols = cols;
+    d.classes = 3;
+    d.pixels.resize(count * std::size_t(rows) * cols);
+    d.labels.resize(count);
+    std::mt19937 rng(seed);
+    for (std::size_t i = 0; i < count; ++i) {
+        const int label = int(i % 3);
+        d.labels[i] = label;
+        auto image = d.image(i);
+        for (auto& v : image) v = std::uint8_t(rng() % 40);
+        const int top = rows / 4 + (label == 1 ? rows / 3 : 0);
+        const int left = cols / 4 + (label == 2 ? cols / 3 : 0);
+        for (int r = top; r < std::min(rows, top + rows / 4); ++r)
+            for (int c = left; c < std::min(cols, left + cols / 4); ++c)
+                image[std::size_t(r) * cols + c] = std::uint8_t(200 + rng() % 56);
+    }
+    return d;
+}
+
+void write_split(const fs::path& dir, int rows, int cols) {
+    fs::create_directories(dir);
+    tmm::data::write_idx_dataset(dir / "train-images-idx3-ubyte", dir / "train-labels-idx1-ubyte",
+                                 make_images(48, rows, cols, 1));
+    tmm::data::write_idx_dataset(dir / "t10k-images-idx3-ubyte", dir / "t10k-labels-idx1-ubyte",
+                                 make_images(21, rows, cols, 2));
+}
+
+struct result {
+    int code = -1;
+    std::string out, err;
+};
+
+// Everything the tests share: the program, a data set, and a model trained on it once.
+struct world {
+    scratch_dir dir;
+    std::string program;
+    fs::path data = dir.path / "tiny";
+    fs::path model = dir.path / "tiny.tmm";
+    result trained;
+
+    world() {
+        const char* env = std::getenv("TMM_CLI");
+        BOOST_TEST_REQUIRE(env != nullptr, "TMM_CLI must name the tmm program to test");
+        program = env;
+        write_split(data, 28, 28);
+        trained = run("train --data " + quote(data.string()) + " --arch ht --out " +
+                      quote(model.string()) + " --iterations 3 --batch 16 --seed 1 --threads 2");
+    }
+
+    result run(const std::string& args) {
+        const fs::path out = dir.path / "stdout", err = dir.path / "stderr";
+        const std::string command =
+            quote(program) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+        const int status = std::system(command.c_str());
+        result r;
+        r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        r.out = read_text(out);
+        r.err = read_text(err);
+        BOOST_TEST_MESSAGE("tmm " << args << "\n  exit " << r.code << "\n  stdout: " << r.out
+                                  << "\n  stderr: " << r.err);
+        // Whatever went wrong, the program reports it: no crash, no uncaught exception.
+        BOOST_TEST((r.code == 0 || r.code == 1 || r.code == 2), "exit code " << r.code);
+        BOOST_TEST(!contains(r.err, "terminate called"));
+        return r;
+    }
+};
+
+world& shared() {
+    static world w;
+    return w;
+}
+
+std::string eval_args(const fs::path& model, const fs::path& data, const std::string& more) {
+    return "eval --model " + quote(model.string()) + " --data " + quote(data.string()) + " " + more;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(train_writes_a_model_and_reports_progress_and_accuracy) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    BOOST_TEST(contains(w.trained.out, "wrote " + w.model.string()));
+    BOOST_TEST(contains(w.trained.out, "clean test accuracy"));
+    BOOST_TEST(contains(w.trained.err, "iteration 3/3"));
+    BOOST_TEST(contains(w.trained.err, "images/s"));
+    const auto loaded = tmm::load_model(w.model, tmm::make_plan(tmm::published_ht));
+    BOOST_TEST(loaded.architecture == "ht");
+}
+
+BOOST_AUTO_TEST_CASE(eval_prints_one_json_object) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    for (const std::string impute : {"marginalize", "mean", "zero"}) {
+        const auto r = w.run(
+            eval_args(w.model, w.data, "--missing iid:0.5 --seed 3 --json --impute " + impute));
+        BOOST_TEST_REQUIRE(r.code == 0);
+        const auto j = nlohmann::json::parse(r.out);  // exactly one object: parse rejects more
+        BOOST_TEST(j.is_object());
+        BOOST_TEST(j.at("count").get<int>() == 21);
+        BOOST_TEST(j.at("missing").get<std::string>() == "iid:0.5");
+        BOOST_TEST(j.at("impute").get<std::string>() == impute);
+        const double accuracy = j.at("accuracy").get<double>();
+        BOOST_TEST((accuracy >= 0.0 && accuracy <= 1.0));
+        // The same seed gives the same masks, hence the same answer.
+        const auto again = w.run(
+            eval_args(w.model, w.data, "--missing iid:0.5 --seed 3 --json --impute " + impute));
+        BOOST_TEST(nlohmann::json::parse(again.out).at("accuracy").get<double>() == accuracy);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(eval_in_words_and_on_the_reference_backend) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    auto r = w.run(eval_args(w.model, w.data, "--missing rects:2:11"));
+    BOOST_TEST(r.code == 0);
+    BOOST_TEST(contains(r.out, "accuracy"));
+    BOOST_TEST(contains(r.out, "of 21 test images"));
+    r = w.run(eval_args(w.model, w.data, "--missing delete:50 --backend reference --json"));
+    BOOST_TEST(r.code == 0);
+    BOOST_TEST(nlohmann::json::parse(r.out).at("missing").get<std::string>() == "delete:50");
+}
+
+BOOST_AUTO_TEST_CASE(bad_missing_specs_exit_2) {
+    auto& w = shared();
+    for (const std::string spec : {"iid:2", "bogus", "rects:1", "iid:", "rects:1:40"}) {
+        const auto r = w.run(eval_args(w.model, w.data, "--missing " + quote(spec)));
+        BOOST_TEST(r.code == 2, spec);
+        BOOST_TEST(contains(r.err, spec), spec);
+        BOOST_TEST(contains(r.err, "--missing"), spec);
+        BOOST_TEST(r.out.empty(), spec);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(model_file_problems_exit_1_naming_the_file) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    const fs::path missing = w.dir.path / "absent.tmm";
+    auto r = w.run(eval_args(missing, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, missing.string()));
+    BOOST_TEST(contains(r.err, "no such file"));
+
+    std::string bytes = read_text(w.model);
+    const fs::path corrupted = w.dir.path / "corrupted.tmm";
+    std::string flipped = bytes;
+    flipped[flipped.size() / 2] ^= 0x10;
+    std::ofstream(corrupted, std::ios::binary) << flipped;
+    r = w.run(eval_args(corrupted, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, corrupted.string()));
+    BOOST_TEST(contains(r.err, "corrupted"));
+
+    const fs::path truncated = w.dir.path / "truncated.tmm";
+    std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+    r = w.run(eval_args(truncated, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "truncated"));
+
+    r = w.run(eval_args(w.data / "train-labels-idx1-ubyte", w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "bad magic"));
+}
+
+BOOST_AUTO_TEST_CASE(models_of_unknown_or_altered_architectures_exit_1) {
+    auto& w = shared();
+    const auto small =
+        tmm::make_plan(tmm::ht<tmm::input<28, 28> | tmm::pad<2>, tmm::gaussians<2>, 16, 10, 2>);
+    const fs::path foreign = w.dir.path / "foreign.tmm";
+    tmm::save_model(foreign, small, tmm::zero_parameters<float>(small), "lenet");
+    auto r = w.run(eval_args(foreign, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "\"lenet\""));
+    BOOST_TEST(contains(r.err, "does not know"));
+
+    const fs::path altered = w.dir.path / "altered.tmm";
+    tmm::save_model(altered, small, tmm::zero_parameters<float>(small), "ht");
+    r = w.run(eval_args(altered, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "the patch size is 16 in the file, 2 expected"));
+}
+
+BOOST_AUTO_TEST_CASE(bad_data_is_refused) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    // Neither a known name nor a directory: a command-line mistake.
+    auto r = w.run(eval_args(w.model, "no-such-data-set", ""));
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(contains(r.err, "no-such-data-set"));
+
+    // A directory without the IDX files.
+    const fs::path empty = w.dir.path / "empty";
+    fs::create_directories(empty);
+    r = w.run(eval_args(w.model, empty, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "train-images-idx3-ubyte"));
+
+    // Images of another size.
+    const fs::path small = w.dir.path / "small";
+    write_split(small, 8, 8);
+    r = w.run(eval_args(w.model, small, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "8x8"));
+    BOOST_TEST(contains(r.err, "28x28"));
+    r = w.run("train --data " + quote(small.string()) + " --arch cp --out " +
+              quote((w.dir.path / "x.tmm").string()) + " --iterations 1");
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "28x28"));
+    BOOST_TEST(!fs::exists(w.dir.path / "x.tmm"));
+
+    // A damaged IDX file.
+    const fs::path damaged = w.dir.path / "damaged";
+    write_split(damaged, 28, 28);
+    fs::resize_file(damaged / "t10k-images-idx3-ubyte", 1000);
+    r = w.run(eval_args(w.model, damaged, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "t10k-images-idx3-ubyte"));
+    BOOST_TEST(contains(r.err, "truncated"));
+}
+
+BOOST_AUTO_TEST_CASE(bad_command_lines_exit_2) {
+    auto& w = shared();
+    const std::string data = quote(w.data.string());
+    const std::string out = quote((w.dir.path / "m.tmm").string());
+    struct bad_case {
+        std::string args, says;
+    };
+    const bad_case cases[] = {
+        {"", "subcommand"},
+        {"fly", "fly"},
+        {"train --data " + data + " --arch rnn --out " + out, "rnn"},
+        {"train --data " + data + " --out " + out, "--arch"},
+        {"train --data " + data + " --arch ht --out " + out + " --iterations 0", "--iterations"},
+        {"train --data " + data + " --arch ht --out " + out + " --iterations many", "many"},
+        {"train --data " + data + " --arch ht --out " + out + " --backend gpu", "gpu"},
+        {"train --data " + data + " --arch ht --out " +
+             quote((w.dir.path / "no" / "m.tmm").string()),
+         "does not exist"},
+        {"train --data " + data + " --arch ht --out " + quote(w.dir.path.string()),
+         "is a directory"},
+        {"eval --data " + data, "--model"},
+        {eval_args(w.model, w.data, "--impute median"), "median"},
+        {eval_args(w.model, w.data, "--threads 0"), "--threads"},
+        {eval_args(w.model, w.data, "--seed -1"), "--seed"},
+        {"experiment --data " + data + " --knn-count -3", "--knn-count"},
+        {"eval --model m --data " + data + " --unknown", "--unknown"},
+    };
+    for (const auto& c : cases) {
+        const auto r = w.run(c.args);
+        BOOST_TEST(r.code == 2, c.args);
+        BOOST_TEST(contains(r.err, c.says), c.args << " should mention " << c.says);
+    }
+    BOOST_TEST(!fs::exists(w.dir.path / "m.tmm"));
+
+    const auto help = w.run("eval --help");
+    BOOST_TEST(help.code == 0);
+    BOOST_TEST(contains(help.out, "127.5"));  // what zero imputation fills in
+}
+
+BOOST_AUTO_TEST_CASE(experiment_writes_results_model_and_plot) {
+    auto& w = shared();
+    const fs::path out = w.dir.path / "experiment";
+    const auto r =
+        w.run("experiment --data " + quote(w.data.string()) + " --out " + quote(out.string()) +
+              " --iterations 2 --batch 16 --seed 4 --knn-count 7 --threads 2");
+    BOOST_TEST_REQUIRE(r.code == 0);
+    BOOST_TEST(contains(r.out, "rects:3:15"));
+    BOOST_TEST(contains(r.out, "knn5"));
+
+    const auto results = nlohmann::json::parse(read_text(out / "experiment.json"));
+    BOOST_TEST_REQUIRE(results.is_array());
+    BOOST_TEST(results.size() == 16u * 4u);
+    std::set<std::string> missing, methods;
+    for (const auto& entry : results) {
+        missing.insert(entry.at("missing").get<std::string>());
+        const auto method = entry.at("method").get<std::string>();
+        methods.insert(method);
+        BOOST_TEST(entry.at("count").get<int>() == (method == "knn5" ? 7 : 21));
+        const double accuracy = entry.at("accuracy").get<double>();
+        BOOST_TEST((accuracy >= 0.0 && accuracy <= 1.0));
+    }
+    BOOST_TEST(missing.size() == 16u);
+    for (const char* m : {"none", "iid:0.25", "iid:0.99", "rects:1:7", "rects:2:11", "rects:3:15"})
+        BOOST_TEST(missing.count(m) == 1u, m);
+    BOOST_TEST((methods == std::set<std::string>{"tmm", "tmm-mean", "tmm-zero", "knn5"}));
+
+    const std::string svg = read_text(out / "iid.svg");
+    BOOST_TEST(svg.rfind("<svg", 0) == 0u);
+    std::size_t polylines = 0;
+    for (std::size_t at = 0; (at = svg.find("<polyline", at)) != std::string::npos; ++at)
+        ++polylines;
+    BOOST_TEST(polylines == 4u);
+    BOOST_TEST(tmm::load_model(out / "model.tmm").architecture == "ht");
+    for (const auto& e : fs::directory_iterator(out))
+        BOOST_TEST(!contains(e.path().filename().string(), ".tmp."), e.path());
+}

@@ -1,0 +1,235 @@
+// The `tmm` program: train a Tensorial Mixture Model on 28x28 images, evaluate it with pixels
+// missing, and run the missing-data experiment. Exit codes: 0 success, 1 a runtime failure
+// (unreadable or malformed files, training errors), 2 a bad command line.
+#include "cli.hpp"
+
+#include <tbb/global_control.h>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace {
+
+using namespace tmm::cli;
+
+const std::map<std::string, backend_kind> backends = {{"cpu", backend_kind::cpu},
+                                                      {"reference", backend_kind::reference}};
+const std::map<std::string, impute_kind> imputations = {{"marginalize", impute_kind::marginalize},
+                                                        {"mean", impute_kind::mean},
+                                                        {"zero", impute_kind::zero}};
+const std::vector<std::string> subcommands = {"train", "eval", "experiment"};
+
+// Counts and sizes: a whole number >= 1, with a message that says so.
+const CLI::Validator positive_integer(
+    [](std::string& text) -> std::string {
+        std::uint64_t value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || end != text.data() + text.size() || value == 0)
+            return "must be a whole number >= 1, got \"" + text + "\"";
+        return {};
+    },
+    "INTEGER>=1");
+
+// Seeds: a whole number in [0, 2^64); CLI11 alone would wrap "-1" around to 2^64 - 1.
+const CLI::Validator seed_value(
+    [](std::string& text) -> std::string {
+        std::uint64_t value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || end != text.data() + text.size())
+            return "must be a whole number in [0, 2^64), got \"" + text + "\"";
+        return {};
+    },
+    "UINT64");
+
+constexpr const char* data_help =
+    "fashion-mnist (Debian's dataset-fashion-mnist package), mnist (made by "
+    "scripts/fetch-mnist), or a directory holding train-images-idx3-ubyte, "
+    "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be "
+    ".gz); images must be 28x28 single-channel";
+constexpr const char* backend_help =
+    "cpu (vectorised, multi-threaded) or reference (scalar, slow; for debugging)";
+constexpr const char* missing_help =
+    "which test pixels are missing: none; iid:P (each pixel independently with probability P); "
+    "rects:N:W (N squares of side W, each inside the image, overlaps allowed); delete:N (N "
+    "non-zero pixels set to 0 and missing)";
+constexpr const char* impute_help =
+    "what the model does with a missing pixel: marginalize (integrate it out exactly); mean "
+    "(replace it by that pixel's mean over the training images); zero (replace it by 0 on the "
+    "model's input scale (v - 127.5) / 255, i.e. the raw value 127.5, mid-grey)";
+constexpr const char* threads_help = "worker threads (default: every core)";
+
+// A string option restricted to the keys of `choices`; the value is looked up after parsing.
+template <class T>
+CLI::Option* add_choice(CLI::App* app, const std::string& flag, std::string& text,
+                        const std::map<std::string, T>& choices, const std::string& help) {
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : choices) keys.push_back(key);
+    return app->add_option(flag, text, help)->check(CLI::IsMember(keys))->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "tmm: Tensorial Mixture Models that classify images with missing pixels by exact "
+        "marginalisation",
+        "tmm"};
+    app.set_version_flag("--version", "tmm 0.1.0");
+    app.require_subcommand(1, 1);
+
+    std::size_t threads = 0;
+    auto add_threads = [&](CLI::App* sub) {
+        return sub->add_option("--threads", threads, threads_help)->check(positive_integer);
+    };
+
+    std::string train_backend = "cpu", eval_backend = "cpu", experiment_backend = "cpu";
+    std::string eval_impute = "marginalize";
+
+    // tmm train
+    train_command train;
+    std::size_t train_iterations = 0;
+    CLI::App* train_app = app.add_subcommand(
+        "train", "Train a model with the published recipe and save it (progress on stderr)");
+    train_app->add_option("--data", train.data, data_help)->required();
+    train_app->add_option("--arch", train.architecture, "ht (deep, published) or cp (shallow)")
+        ->required()
+        ->check(CLI::IsMember({"ht", "cp"}));
+    train_app->add_option("--out", train.out, "the model file to write")->required();
+    CLI::Option* train_iterations_option =
+        train_app
+            ->add_option("--iterations", train_iterations,
+                         "optimiser steps (default: the recipe's 25000)")
+            ->check(positive_integer);
+    train_app->add_option("--batch", train.batch, "images per step")
+        ->capture_default_str()
+        ->check(positive_integer);
+    train_app->add_option("--seed", train.seed, "seed of the whole training run")
+        ->capture_default_str()
+        ->check(seed_value);
+    add_threads(train_app);
+    add_choice(train_app, "--backend", train_backend, backends, backend_help);
+
+    // tmm eval
+    eval_command eval;
+    CLI::App* eval_app =
+        app.add_subcommand("eval", "Accuracy of a saved model on the test images, pixels missing");
+    eval_app->add_option("--model", eval.model, "a model file written by tmm train")->required();
+    eval_app->add_option("--data", eval.data, data_help)->required();
+    eval_app->add_option("--missing", eval.missing, missing_help)->capture_default_str();
+    add_choice(eval_app, "--impute", eval_impute, imputations, impute_help);
+    eval_app
+        ->add_option("--seed", eval.seed,
+                     "seed of the masks (tmm experiment with the same seed draws the same ones)")
+        ->capture_default_str()
+        ->check(seed_value);
+    eval_app->add_flag("--json", eval.json,
+                       "print one JSON object (accuracy, count, missing, impute, ...) instead");
+    add_threads(eval_app);
+    add_choice(eval_app, "--backend", eval_backend, backends, backend_help);
+
+    // tmm experiment
+    experiment_command experiment;
+    std::size_t experiment_iterations = 0;
+    bool experiment_out_given = false;
+    CLI::App* experiment_app = app.add_subcommand(
+        "experiment",
+        "Train the HT model, then evaluate it with pixels missing (none; iid:P for P in 0.25 "
+        "0.5 0.75 0.9 0.95 0.99; rects:N:W for N in 1 2 3, W in 7 11 15) by marginalisation, "
+        "mean and zero imputation, and 5-nearest neighbours; writes DIR/experiment.json, "
+        "DIR/model.tmm and DIR/iid.svg");
+    experiment_app->add_option("--data", experiment.data, data_help)->required();
+    CLI::Option* experiment_out_option = experiment_app->add_option(
+        "--out", experiment.out, "output directory (default: out/<data set name>)");
+    CLI::Option* experiment_iterations_option =
+        experiment_app
+            ->add_option("--iterations", experiment_iterations,
+                         "training steps (default: the recipe's 25000)")
+            ->check(positive_integer);
+    experiment_app->add_option("--batch", experiment.batch, "training images per step")
+        ->capture_default_str()
+        ->check(positive_integer);
+    experiment_app
+        ->add_option("--seed", experiment.seed, "seed of the training run and of the masks")
+        ->capture_default_str()
+        ->check(seed_value);
+    add_threads(experiment_app);
+    experiment_app
+        ->add_option("--knn-count", experiment.knn_count,
+                     "kNN runs on the first N test images (it is slow on all of them)")
+        ->capture_default_str()
+        ->check(positive_integer);
+    add_choice(experiment_app, "--backend", experiment_backend, backends, backend_help);
+
+    // CLI11 would only say that a subcommand is required; name the word it did not know.
+    if (argc > 1 && argv[1][0] != '-' &&
+        std::find(subcommands.begin(), subcommands.end(), argv[1]) == subcommands.end()) {
+        fmt::print(stderr,
+                   "tmm: unknown subcommand \"{}\"; expected train, eval or experiment\n"
+                   "Run 'tmm --help' for more information.\n",
+                   argv[1]);
+        return 2;
+    }
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help and --version exit 0; every parse error exits 2.
+        const int code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+    train.backend = backends.at(train_backend);
+    eval.backend = backends.at(eval_backend);
+    experiment.backend = backends.at(experiment_backend);
+    eval.impute = imputations.at(eval_impute);
+    if (train_iterations_option->count() > 0) train.iterations = train_iterations;
+    if (experiment_iterations_option->count() > 0) experiment.iterations = experiment_iterations;
+    experiment_out_given = experiment_out_option->count() > 0;
+
+    CLI::App* chosen = app.get_subcommands().front();
+    const std::string name = chosen->get_name();
+    try {
+        std::unique_ptr<tbb::global_control> limit;
+        if (threads > 0)
+            limit = std::make_unique<tbb::global_control>(
+                tbb::global_control::max_allowed_parallelism, threads);
+        if (chosen == train_app) return run_train(train);
+        if (chosen == eval_app) return run_eval(eval);
+        if (!experiment_out_given) {
+            const std::filesystem::path data(experiment.data);
+            const std::string base = data.filename().empty()
+                                         ? data.parent_path().filename().string()
+                                         : data.filename().string();
+            experiment.out =
+                (std::filesystem::path("out") / (base.empty() ? "experiment" : base)).string();
+        }
+        return run_experiment(experiment);
+    } catch (const usage_error& e) {
+        std::fflush(stdout);
+        fmt::print(stderr, "tmm {}: error: {}\nRun 'tmm {} --help' for the options.\n", name,
+                   e.what(), name);
+        return 2;
+    } catch (const std::bad_alloc&) {
+        std::fflush(stdout);
+        fmt::print(stderr, "tmm {}: error: out of memory\n", name);
+        return 1;
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        fmt::print(stderr, "tmm {}: error: {}\n", name, e.what());
+        return 1;
+    } catch (...) {
+        std::fflush(stdout);
+        fmt::print(stderr, "tmm {}: error: an unknown exception stopped the program\n", name);
+        return 1;
+    }
+}

@@ -27,6 +27,18 @@ struct observations {
     std::span<const T> values;
     std::span<const std::uint8_t> observed;
 
+    // Optional, for training's random marginalisation of inner positions: one flag per image
+    // and position of the output of layer `marginalized_layer`, 0 = that position is
+    // marginalised (its log-activations become 0 = log 1). Empty: nothing marginalised there.
+    std::size_t marginalized_layer = 0;
+    std::span<const std::uint8_t> kept_positions;
+
+    bool position_kept(std::size_t layer, std::size_t image, std::size_t positions,
+                       std::size_t position) const {
+        return kept_positions.empty() || layer != marginalized_layer ||
+               kept_positions[image * positions + position] != 0;
+    }
+
     bool is_observed(std::size_t index) const {
         return (observed.empty() || observed[index] != 0) && !std::isnan(values[index]);
     }
@@ -46,6 +58,18 @@ void validate(const plan& p, const observations<T>& x) {
         throw input_error("tmm: the missing-value mask holds " + std::to_string(x.observed.size()) +
                           " flags, expected one per value (" + std::to_string(x.values.size()) +
                           ")");
+    if (!x.kept_positions.empty()) {
+        if (x.marginalized_layer >= p.layers.size())
+            throw input_error("tmm: marginalised layer " + std::to_string(x.marginalized_layer) +
+                              " does not exist (the network has " +
+                              std::to_string(p.layers.size()) + " layers)");
+        const std::size_t positions = p.layers[x.marginalized_layer].out_positions();
+        if (x.kept_positions.size() != x.count * positions)
+            throw input_error("tmm: the position mask holds " +
+                              std::to_string(x.kept_positions.size()) + " flags, expected " +
+                              std::to_string(x.count) + " images x " + std::to_string(positions) +
+                              " positions");
+    }
     for (std::size_t i = 0; i < x.values.size(); ++i) {
         if (!x.is_observed(i)) continue;
         const T v = x.values[i];

@@ -170,3 +170,17 @@ BOOST_AUTO_TEST_CASE(rejects_labels_outside_the_classes) {
                                      std::string::npos;
                           });
 }
+
+// The weight decay lambda * exp(theta)^2 enters as the gradient 2 lambda exp(2 theta): a step
+// with decay and zero gradient equals a step without decay given that gradient by hand.
+BOOST_AUTO_TEST_CASE(weight_decay_is_the_gradient_of_the_penalty) {
+    tmm::training_options o;
+    tmm::nadam with_decay(o), by_hand(o);
+    std::vector<float> a{0.3f, -1.0f, 2.0f}, b = a, zero(3, 0.0f), penalty(3);
+    const double lambda = 1e-3;
+    for (int i = 0; i < 3; ++i) penalty[i] = float(2 * lambda * std::exp(2.0 * a[i]));
+    with_decay.step(a, zero, 0, 0.01, 1, lambda);
+    by_hand.step(b, penalty, 0, 0.01, 1);
+    for (int i = 0; i < 3; ++i) BOOST_TEST(std::abs(a[i] - b[i]) <= 1e-6f);
+    BOOST_TEST(a[2] < 2.0f);  // the penalty pulls large logits down
+}

@@ -3,6 +3,13 @@
 // generative term, with weight decay on exp(theta)^2 and random marginalisation of pixels.
 #pragma once
 
+// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,6 +23,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <tbb/parallel_for.h>
+
+#include <xsimd/xsimd.hpp>
 
 #include "../parameters.hpp"
 #include "../plan.hpp"
@@ -45,6 +56,10 @@ struct training_options {
     double generative_weight = 0.01;  // beta: loss = cross-entropy + beta * mean(-log P(X))
     double weight_decay = 1e-5;       // lambda: penalty lambda * exp(theta)^2 per conv logit
     double pixel_keep = 0.5;          // random marginalisation: P(a pixel stays observed)
+    // ...and of whole positions of an inner level: P(a position of the output of layer
+    // `marginalized_layer` stays, default the first pooling layer). 1 turns it off.
+    double position_keep = 1.0;
+    std::size_t marginalized_layer = std::size_t(-1);
 
     // Gaussians: frozen after the GMM fit (as published for digits) unless trained here at
     // a fraction of the rate; their variance never drops below the floor.
@@ -232,13 +247,15 @@ double classification_loss(std::span<const T> out, std::span<const int> labels,
     return loss / double(count);
 }
 
-// Nadam with the bias corrections of Dozat (2016), one state per parameter array.
+// Nadam with the bias corrections of Dozat (2016), one state per parameter array. The
+// update is elementwise, vectorised and split over threads; the result does not depend on how.
 class nadam {
   public:
     explicit nadam(const training_options& o) : options_(o) {}
 
+    // One step on `value` with gradient `grad` plus that of decay * exp(value)^2.
     void step(std::vector<float>& value, const std::vector<float>& grad, std::size_t slot,
-              double rate, std::size_t t) {
+              double rate, std::size_t t, double decay = 0.0) {
         if (first_.size() <= slot) first_.resize(slot + 1), second_.resize(slot + 1);
         auto& m = first_[slot];
         auto& v = second_[slot];
@@ -247,14 +264,36 @@ class nadam {
         const double c1 = 1.0 - std::pow(b1, double(t)),
                      c1_next = 1.0 - std::pow(b1, double(t + 1));
         const double c2 = 1.0 - std::pow(b2, double(t));
-        for (std::size_t i = 0; i < value.size(); ++i) {
-            const double g = grad[i];
-            m[i] = float(b1 * m[i] + (1 - b1) * g);
-            v[i] = float(b2 * v[i] + (1 - b2) * g * g);
-            const double m_hat = b1 * m[i] / c1_next + (1 - b1) * g / c1;
-            const double v_hat = v[i] / c2;
-            value[i] -= float(rate * m_hat / (std::sqrt(v_hat) + options_.epsilon));
-        }
+        const float fb1 = float(b1), fb2 = float(b2), momentum = float(b1 / c1_next),
+                    current = float((1 - b1) / c1), scale = float(1.0 / c2),
+                    step_rate = float(rate), eps = float(options_.epsilon),
+                    decay2 = float(2.0 * decay);
+        // m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t);  v_hat = v / (1 - b2^t)
+        auto update = [&](auto th, auto g, auto mi, auto vi, auto& th_out, auto& m_out,
+                          auto& v_out) {
+            using std::exp, std::sqrt, xsimd::exp, xsimd::sqrt;
+            if (decay2 != 0.0f) g = g + decay2 * exp(th + th);  // d/dtheta decay exp(theta)^2
+            m_out = fb1 * mi + (1.0f - fb1) * g;
+            v_out = fb2 * vi + (1.0f - fb2) * g * g;
+            const auto m_hat = momentum * m_out + current * g;
+            th_out = th - step_rate * m_hat / (sqrt(v_out * scale) + eps);
+        };
+        using batch = xsimd::batch<float>;
+        const std::size_t n = value.size(), chunk = 16384;
+        tbb::parallel_for(std::size_t(0), (n + chunk - 1) / chunk, [&](std::size_t c) {
+            const std::size_t begin = c * chunk, end = std::min(n, begin + chunk);
+            std::size_t i = begin;
+            for (; i + batch::size <= end; i += batch::size) {
+                batch th_out, m_out, v_out;
+                update(batch::load_unaligned(&value[i]), batch::load_unaligned(&grad[i]),
+                       batch::load_unaligned(&m[i]), batch::load_unaligned(&v[i]), th_out, m_out,
+                       v_out);
+                th_out.store_unaligned(&value[i]);
+                m_out.store_unaligned(&m[i]);
+                v_out.store_unaligned(&v[i]);
+            }
+            for (; i < end; ++i) update(value[i], grad[i], m[i], v[i], value[i], m[i], v[i]);
+        });
     }
 
   private:
@@ -284,7 +323,15 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     std::vector<float> values(batch * pixels);
     std::vector<std::uint8_t> observed(batch * pixels);
     std::vector<int> labels(batch);
-    std::bernoulli_distribution keep(options.pixel_keep);
+    std::bernoulli_distribution keep(options.pixel_keep), keep_position(options.position_keep);
+    std::size_t inner = options.marginalized_layer;
+    if (inner == std::size_t(-1)) {  // default: the output of the first pooling layer
+        inner = 0;
+        while (inner < p.layers.size() && p.layers[inner].kind != layer_kind::pool) ++inner;
+    }
+    const bool drop_positions = options.position_keep < 1.0 && inner < p.layers.size();
+    const std::size_t inner_positions = drop_positions ? p.layers[inner].out_positions() : 0;
+    std::vector<std::uint8_t> kept_positions(batch * inner_positions);
     parameters<float> grad;
     nadam optimiser(options);
 
@@ -304,9 +351,12 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
                 observed[b * pixels + j] = seen && (options.pixel_keep >= 1.0 || keep(rng));
             }
         }
+        for (auto& k : kept_positions) k = keep_position(rng);
+        observations<float> x{batch, values, observed};
+        if (drop_positions) x.marginalized_layer = inner, x.kept_positions = kept_positions;
         double loss = 0;
         Backend::gradients(
-            p, theta, observations<float>{batch, values, observed},
+            p, theta, x,
             [&](std::span<const float> out, std::span<float> dout) {
                 loss = classification_loss<float>(out, labels, theta.log_prior,
                                                   options.generative_weight, dout);
@@ -321,13 +371,9 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
             progress < options.decay_start
                 ? options.learning_rate
                 : options.learning_rate * (1.0 - progress) / (1.0 - options.decay_start);
-        // weight decay: d/dtheta lambda exp(theta)^2 = 2 lambda exp(2 theta)
-        for (std::size_t l = 0; l < theta.theta.size(); ++l) {
-            for (std::size_t i = 0; i < theta.theta[l].size(); ++i)
-                grad.theta[l][i] +=
-                    float(2.0 * options.weight_decay * std::exp(2.0 * theta.theta[l][i]));
-            optimiser.step(theta.theta[l], grad.theta[l], 3 + l, rate, it + 1);
-        }
+        for (std::size_t l = 0; l < theta.theta.size(); ++l)
+            optimiser.step(theta.theta[l], grad.theta[l], 3 + l, rate, it + 1,
+                           options.weight_decay);
         if (options.train_leaves) {
             const double leaf_rate = rate * options.leaf_rate_scale;
             optimiser.step(theta.mean, grad.mean, 0, leaf_rate, it + 1);
@@ -369,3 +415,7 @@ void fit(const plan& p, parameters<float>& theta, const labelled_images& data,
 }
 
 }  // namespace tmm
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

@@ -275,6 +275,7 @@ struct cpu {
                         float* dst = out.data() + std::size_t(w) * rows * oc;
                         for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
                     }
+                marginalize_positions(p, x, l, first, rows, out);
                 continue;
             }
             out.resize(std::size_t(ly.out_positions()) * rows * oc);
@@ -286,7 +287,22 @@ struct cpu {
                                          w.transposed.data() + set * oc * ic,
                                          w.log.data() + set * oc * ic, out.data() + j * rows * oc);
             }
+            marginalize_positions(p, x, l, first, rows, out);
         }
+    }
+
+    // Positions marginalised by the caller become log 1 = 0 in every channel (in a forward
+    // pass), or pass no gradient (in a backward pass): both zero the same entries.
+    static void marginalize_positions(const plan& p, const observations<float>& x, std::size_t l,
+                                      std::size_t first, std::size_t rows,
+                                      std::vector<float>& act) {
+        if (x.kept_positions.empty() || l != x.marginalized_layer) return;
+        const layer& ly = p.layers[l];
+        const std::size_t positions = ly.out_positions(), channels = ly.out_channels;
+        for (std::size_t j = 0; j < positions; ++j)
+            for (std::size_t b = 0; b < rows; ++b)
+                if (!x.position_kept(l, first + b, positions, j))
+                    std::fill_n(act.data() + (j * rows + b) * channels, channels, 0.0f);
     }
 
     static void backward(const plan& p, const parameters<float>& theta, const prepared& prep,
@@ -302,6 +318,7 @@ struct cpu {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
             d_in.assign(std::size_t(ly.in_positions()) * rows * ic, 0.0f);
+            marginalize_positions(p, x, l, first, rows, d_out);
             if (ly.kind == layer_kind::pool) {
                 for (int w = 0; w < ly.out_positions(); ++w)
                     for (int slot = 0; slot < ly.window_size; ++slot) {

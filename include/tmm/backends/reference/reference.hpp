@@ -134,19 +134,39 @@ struct reference {
                         for (int g = 0; g < ly.out_channels; ++g)
                             out[w * ly.out_channels + g] += in[j * ly.in_channels + g];
                     }
-                continue;
+            } else {
+                conv_one(ly, weights[l], in, out);
             }
-            // out[j, g] = logsumexp_a (log W[j][g, a] + in[j, a])
-            const int ic = ly.in_channels, oc = ly.out_channels;
-            std::vector<T> terms(ic);
-            for (int j = 0; j < ly.in_positions(); ++j) {
-                const T* lw = weights[l].data() + std::size_t(ly.set_of_position[j]) * oc * ic;
-                for (int g = 0; g < oc; ++g) {
-                    for (int a = 0; a < ic; ++a) terms[a] = lw[g * ic + a] + in[j * ic + a];
-                    out[j * oc + g] = log_sum_exp(std::span<const T>(terms));
-                }
+            if (l == x.marginalized_layer) marginalize_positions(p, x, b, acts);
+        }
+    }
+
+    template <class T>
+    static void conv_one(const layer& ly, const std::vector<T>& log_weights,
+                         const std::vector<T>& in, std::vector<T>& out) {
+        // out[j, g] = logsumexp_a (log W[j][g, a] + in[j, a])
+        const int ic = ly.in_channels, oc = ly.out_channels;
+        std::vector<T> terms(ic);
+        for (int j = 0; j < ly.in_positions(); ++j) {
+            const T* lw = log_weights.data() + std::size_t(ly.set_of_position[j]) * oc * ic;
+            for (int g = 0; g < oc; ++g) {
+                for (int a = 0; a < ic; ++a) terms[a] = lw[g * ic + a] + in[j * ic + a];
+                out[j * oc + g] = log_sum_exp(std::span<const T>(terms));
             }
         }
+    }
+
+    // Positions marginalised by the caller become log 1 = 0 in every channel.
+    template <class T>
+    static void marginalize_positions(const plan& p, const observations<T>& x, std::size_t b,
+                                      std::vector<std::vector<T>>& acts) {
+        if (x.kept_positions.empty()) return;
+        const std::size_t l = x.marginalized_layer;
+        const layer& ly = p.layers[l];
+        for (int j = 0; j < ly.out_positions(); ++j)
+            if (!x.position_kept(l, b, ly.out_positions(), j))
+                for (int g = 0; g < ly.out_channels; ++g)
+                    acts[l + 1][j * ly.out_channels + g] = T(0);
     }
 
     template <class T>
@@ -160,6 +180,10 @@ struct reference {
             const auto& in = acts[l];
             const auto& out = acts[l + 1];
             std::vector<T> d_in(in.size(), T(0));
+            // a marginalised position's output is the constant 0: no gradient flows through it
+            for (int j = 0; j < ly.out_positions(); ++j)
+                if (!x.position_kept(l, b, ly.out_positions(), j))
+                    for (int g = 0; g < ly.out_channels; ++g) d_out[j * ly.out_channels + g] = T(0);
             if (ly.kind == layer_kind::pool) {
                 // pooling passes gradients through unchanged
                 for (int w = 0; w < ly.out_positions(); ++w)

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dsl/network.hpp"
@@ -51,6 +52,10 @@ class model {
 template <class T>
 std::vector<int> predict(std::span<const T> log_likelihoods, std::span<const T> log_prior) {
     const std::size_t k = log_prior.size();
+    if (k == 0 || log_likelihoods.size() % k != 0)
+        throw input_error("tmm::predict: " + std::to_string(log_likelihoods.size()) +
+                          " log-likelihoods do not split into rows of " + std::to_string(k) +
+                          " classes");
     std::vector<int> labels(log_likelihoods.size() / k);
     for (std::size_t b = 0; b < labels.size(); ++b) {
         int best = 0;
@@ -67,6 +72,10 @@ std::vector<int> predict(std::span<const T> log_likelihoods, std::span<const T> 
 template <class T>
 std::vector<T> log_marginal(std::span<const T> log_likelihoods, std::span<const T> log_prior) {
     const std::size_t k = log_prior.size();
+    if (k == 0 || log_likelihoods.size() % k != 0)
+        throw input_error("tmm::log_marginal: " + std::to_string(log_likelihoods.size()) +
+                          " log-likelihoods do not split into rows of " + std::to_string(k) +
+                          " classes");
     std::vector<T> result(log_likelihoods.size() / k);
     std::vector<T> terms(k);
     for (std::size_t b = 0; b < result.size(); ++b) {
@@ -82,6 +91,9 @@ template <class Backend, class T>
 requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
     const plan& p, const parameters<T>& theta, const observations<T>& x, int radius = 1) {
     validate(p, x);
+    if (radius < 0)
+        throw input_error("tmm::shift_averaged_log_likelihoods: the shift radius is " +
+                          std::to_string(radius) + "; it must be >= 0");
     const std::size_t pixels = p.pixels();
     std::vector<T> values(x.values.size()), total(x.count * p.classes, T(0));
     std::vector<std::uint8_t> observed(x.values.size());

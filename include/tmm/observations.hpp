@@ -13,16 +13,16 @@
 
 namespace tmm {
 
-struct input_error : std::invalid_argument {
-    using std::invalid_argument::invalid_argument;
-};
-
 // `count` images of plan.pixels() values each (row-major, channel last). `observed` is
 // either empty (every value observed) or holds one flag per value, 1 = observed. A NaN
 // value is missing whatever its flag says. The value in a missing slot is never read into
 // any result.
 template <class T>
 struct observations {
+    observations() = default;
+    observations(std::size_t n, std::span<const T> v, std::span<const std::uint8_t> o = {})
+        : count(n), values(v), observed(o) {}
+
     std::size_t count = 0;
     std::span<const T> values;
     std::span<const std::uint8_t> observed;
@@ -48,6 +48,8 @@ struct observations {
 // for categorical leaves an observed value that is not a symbol in [0, V).
 template <class T>
 void validate(const plan& p, const observations<T>& x) {
+    if (const std::string problem = plan_problem(p); !problem.empty())
+        throw input_error("tmm: the plan is inconsistent: " + problem);
     const std::size_t pixels = std::size_t(p.pixels());
     if (x.values.size() != x.count * pixels)
         throw input_error("tmm: the batch holds " + std::to_string(x.values.size()) +

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <limits>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "plan.hpp"
@@ -60,6 +61,36 @@ parameters<T> zero_parameters(const plan& p) {
     for (const layer& l : p.layers) result.theta.emplace_back(l.weight_count(), T(0));
     result.log_prior.assign(p.classes, -std::log(T(p.classes)));
     return result;
+}
+
+// Throws input_error unless `theta` has exactly the arrays `p` needs and every value is
+// finite (-inf is allowed in log_prior only: a class of prior probability zero).
+template <class T>
+void validate(const plan& p, const parameters<T>& theta) {
+    const std::size_t leaf = std::size_t(p.components) * p.patch_size();
+    const bool gaussian = p.leaves == leaf_kind::gaussian;
+    const auto check = [](const char* name, const std::vector<T>& a, std::size_t expected,
+                          bool log_prior = false) {
+        if (a.size() != expected)
+            throw input_error(std::string("tmm: parameter array ") + name + " holds " +
+                              std::to_string(a.size()) + " values, the plan needs " +
+                              std::to_string(expected));
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (!std::isfinite(a[i]) && !(log_prior && a[i] == -std::numeric_limits<T>::infinity()))
+                throw input_error(std::string("tmm: parameter ") + name + "[" + std::to_string(i) +
+                                  "] is " + (std::isnan(a[i]) ? "NaN" : "infinite"));
+    };
+    check("mean", theta.mean, gaussian ? leaf : 0);
+    check("log_precision", theta.log_precision, gaussian ? leaf : 0);
+    check("logits", theta.logits, gaussian ? 0 : leaf * p.values);
+    if (theta.theta.size() != p.layers.size())
+        throw input_error("tmm: the parameters have " + std::to_string(theta.theta.size()) +
+                          " theta arrays, the plan has " + std::to_string(p.layers.size()) +
+                          " layers");
+    for (std::size_t l = 0; l < p.layers.size(); ++l)
+        check(("theta[" + std::to_string(l) + "]").c_str(), theta.theta[l],
+              p.layers[l].weight_count());
+    check("log_prior", theta.log_prior, std::size_t(p.classes), true);
 }
 
 // Converts between precisions (e.g. float parameters into the float64 reference backend).

@@ -9,6 +9,11 @@
 
 namespace tmm {
 
+// A batch, a parameter set or a plan that does not fit what it is used with.
+struct input_error : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
 enum class leaf_kind { gaussian, categorical };
 enum class layer_kind { conv, pool };
 
@@ -65,5 +70,61 @@ struct plan {
         return (row * width + col) * image_channels + channel;
     }
 };
+
+// Empty when the layers of `p` fit together and every index is in range; otherwise the first
+// problem, in words. Plans made by make_plan always pass; a plan read from a file or written
+// by hand is checked before any backend indexes with it.
+inline std::string plan_problem(const plan& p) {
+    const auto at = [](std::size_t l) { return "layer " + std::to_string(l) + ": "; };
+    if (p.height <= 0 || p.width <= 0 || p.image_channels <= 0 || p.pad < 0 || p.patch <= 0)
+        return "the image is " + std::to_string(p.height) + "x" + std::to_string(p.width) + "x" +
+               std::to_string(p.image_channels) + " with padding " + std::to_string(p.pad) +
+               " and patch " + std::to_string(p.patch) + "; all must be positive";
+    if ((p.height + 2 * p.pad) % p.patch != 0 || (p.width + 2 * p.pad) % p.patch != 0 ||
+        p.grid_rows != (p.height + 2 * p.pad) / p.patch ||
+        p.grid_cols != (p.width + 2 * p.pad) / p.patch)
+        return "the grid " + std::to_string(p.grid_rows) + "x" + std::to_string(p.grid_cols) +
+               " does not match the padded image and the patch size";
+    if (p.components <= 0) return "the representation has no components";
+    if (p.leaves == leaf_kind::categorical && p.values < 2)
+        return "categorical leaves need at least two symbols";
+    if (p.layers.empty()) return "the plan has no layers";
+    int rows = p.grid_rows, cols = p.grid_cols, channels = p.components;
+    for (std::size_t l = 0; l < p.layers.size(); ++l) {
+        const layer& ly = p.layers[l];
+        if (ly.in_rows != rows || ly.in_cols != cols || ly.in_channels != channels)
+            return at(l) + "its input shape does not match the previous layer's output";
+        if (ly.out_rows <= 0 || ly.out_cols <= 0 || ly.out_channels <= 0)
+            return at(l) + "its output shape is empty";
+        if (ly.kind == layer_kind::conv) {
+            if (ly.out_rows != ly.in_rows || ly.out_cols != ly.in_cols)
+                return at(l) + "a conv layer keeps the grid";
+            if (ly.weight_sets <= 0 || ly.set_of_position.size() != std::size_t(ly.in_positions()))
+                return at(l) + "it needs one weight set per position";
+            for (int set : ly.set_of_position)
+                if (set < 0 || set >= ly.weight_sets) return at(l) + "a weight set is out of range";
+            if (ly.fixed &&
+                ly.fixed_weights.size() != std::size_t(ly.out_channels) * ly.in_channels)
+                return at(l) + "its constant weights have the wrong size";
+        } else {
+            if (ly.out_channels != ly.in_channels) return at(l) + "pooling keeps the channels";
+            if (ly.window_size <= 0 ||
+                ly.members.size() != std::size_t(ly.out_positions()) * ly.window_size)
+                return at(l) + "its windows have the wrong size";
+            std::vector<int> seen(ly.in_positions(), 0);
+            for (int j : ly.members) {
+                if (j < -1 || j >= ly.in_positions())
+                    return at(l) + "a window member is out of range";
+                if (j >= 0 && seen[j]++) return at(l) + "a position lies in two windows";
+            }
+            for (int count : seen)
+                if (count == 0) return at(l) + "a position lies in no window";
+        }
+        rows = ly.out_rows, cols = ly.out_cols, channels = ly.out_channels;
+    }
+    if (rows * cols != 1) return "the last layer does not reach a single position";
+    if (channels != p.classes) return "the last layer does not have one output per class";
+    return {};
+}
 
 }  // namespace tmm

@@ -213,3 +213,58 @@ BOOST_AUTO_TEST_CASE(marginalised_inner_positions_equal_missing_pixels) {
     for (std::size_t i = 0; i < r1.size(); ++i)
         BOOST_TEST(std::abs(r1[i] - r2[i]) <= 1e-9 * std::abs(r2[i]));
 }
+
+// Parameters that do not fit the plan, or hold NaN, are refused by every backend with the
+// array named, before anything is read out of bounds.
+BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(10);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const batch b = make_batch(p, 3, 0.2, rng);
+    const tmm::observations<float> x{3, b.values, b.observed};
+    const auto refused = [&](tmm::parameters<float> bad, const std::string& words) {
+        const auto names = [&](const tmm::input_error& e) {
+            return std::string(e.what()).find(words) != std::string::npos;
+        };
+        BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(p, bad, x), tmm::input_error,
+                              names);
+        const auto bad64 = tmm::convert_parameters<double>(bad);
+        const std::vector<double> v64(b.values.begin(), b.values.end());
+        BOOST_CHECK_EXCEPTION(tmm::backends::reference::log_likelihoods(
+                                  p, bad64, tmm::observations<double>{3, v64, b.observed}),
+                              tmm::input_error, names);
+    };
+    auto short_mean = theta;
+    short_mean.mean.resize(3);
+    refused(short_mean, "parameter array mean holds 3 values");
+    auto fewer_layers = theta;
+    fewer_layers.theta.pop_back();
+    refused(fewer_layers, "theta arrays, the plan has");
+    auto nan_theta = theta;
+    nan_theta.theta[2][5] = std::nanf("");
+    refused(nan_theta, "parameter theta[2][5] is NaN");
+    auto nan_precision = theta;
+    nan_precision.log_precision[0] = std::nanf("");
+    refused(nan_precision, "parameter log_precision[0] is NaN");
+    auto broken_plan = p;
+    broken_plan.layers[1].members[0] = 1000;
+    BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(broken_plan, theta, x), tmm::input_error);
+    BOOST_CHECK_THROW(tmm::predict<float>(std::vector<float>(6), std::vector<float>{}),
+                      tmm::input_error);
+}
+
+// Shift averaging over radius 0 is the plain evaluation; a negative radius is refused.
+BOOST_AUTO_TEST_CASE(shift_average_of_radius_zero_is_plain_evaluation) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(11);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const batch b = make_batch(p, 4, 0.2, rng);
+    const tmm::observations<float> x{4, b.values, b.observed};
+    const auto plain = tmm::backends::cpu::log_likelihoods(p, theta, x);
+    const auto shifted = tmm::shift_averaged_log_likelihoods<tmm::backends::cpu>(p, theta, x, 0);
+    BOOST_TEST(plain == shifted);
+    BOOST_CHECK_THROW(tmm::shift_averaged_log_likelihoods<tmm::backends::cpu>(p, theta, x, -1),
+                      tmm::input_error);
+}

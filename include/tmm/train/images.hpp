@@ -29,7 +29,13 @@ struct labelled_images {
     std::span<const std::uint8_t> observed;
     std::span<const int> labels;
 
-    observations<float> as_observations() const { return {count, values, observed}; }
+    observations<float> as_observations() const {
+        observations<float> x;
+        x.count = count;
+        x.values = values;
+        x.observed = observed;
+        return x;
+    }
 };
 
 }  // namespace tmm

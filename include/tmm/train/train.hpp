@@ -57,8 +57,10 @@ struct training_options {
     double weight_decay = 1e-5;       // lambda: penalty lambda * exp(theta)^2 per conv logit
     double pixel_keep = 0.5;          // random marginalisation: P(a pixel stays observed)
     // ...and of whole positions of an inner level: P(a position of the output of layer
-    // `marginalized_layer` stays, default the first pooling layer). 1 turns it off.
-    double position_keep = 1.0;
+    // `marginalized_layer` stays). By default the level is the output of the first pooling
+    // layer that leaves more than one position (the 8x8 level of the published model; a CP
+    // model has none, so nothing is marginalised there). 1 turns it off.
+    double position_keep = 0.5;
     std::size_t marginalized_layer = std::size_t(-1);
 
     // Gaussians: frozen after the GMM fit (as published for digits) unless trained here at
@@ -325,9 +327,11 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     std::vector<int> labels(batch);
     std::bernoulli_distribution keep(options.pixel_keep), keep_position(options.position_keep);
     std::size_t inner = options.marginalized_layer;
-    if (inner == std::size_t(-1)) {  // default: the output of the first pooling layer
+    if (inner == std::size_t(-1)) {  // default: see training_options::marginalized_layer
         inner = 0;
-        while (inner < p.layers.size() && p.layers[inner].kind != layer_kind::pool) ++inner;
+        while (inner < p.layers.size() &&
+               (p.layers[inner].kind != layer_kind::pool || p.layers[inner].out_positions() == 1))
+            ++inner;
     }
     const bool drop_positions = options.position_keep < 1.0 && inner < p.layers.size();
     const std::size_t inner_positions = drop_positions ? p.layers[inner].out_positions() : 0;
@@ -352,7 +356,10 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
             }
         }
         for (auto& k : kept_positions) k = keep_position(rng);
-        observations<float> x{batch, values, observed};
+        observations<float> x;
+        x.count = batch;
+        x.values = values;
+        x.observed = observed;
         if (drop_positions) x.marginalized_layer = inner, x.kept_positions = kept_positions;
         double loss = 0;
         Backend::gradients(

@@ -38,6 +38,7 @@ struct cpu {
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
         validate(p, x);
+        validate(p, theta);
         const prepared prep(p, theta);
         std::vector<float> out(x.count * p.classes);
         const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
@@ -56,6 +57,7 @@ struct cpu {
                                         const observations<float>& x, Seed&& seed,
                                         parameters<float>& grad, bool leaf_gradients = true) {
         validate(p, x);
+        validate(p, theta);
         const prepared prep(p, theta);
         const std::size_t tiles = (x.count + training_tile - 1) / training_tile;
         // Activations and per-tile gradients are reused from call to call on this thread:

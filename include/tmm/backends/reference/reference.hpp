@@ -22,6 +22,7 @@ struct reference {
     static std::vector<T> log_likelihoods(const plan& p, const parameters<T>& theta,
                                           const observations<T>& x) {
         validate(p, x);
+        validate(p, theta);
         const auto weights = all_log_weights(p, theta);
         const auto leaf = leaf_log_probabilities(p, theta);
         std::vector<T> out(x.count * p.classes);
@@ -42,6 +43,7 @@ struct reference {
                                     const observations<T>& x, Seed&& seed, parameters<T>& grad,
                                     bool leaf_gradients = true) {
         validate(p, x);
+        validate(p, theta);
         const auto weights = all_log_weights(p, theta);
         const auto leaf = leaf_log_probabilities(p, theta);
         std::vector<std::vector<std::vector<T>>> acts(x.count);

@@ -2,6 +2,7 @@
 // and the model file share one description. Gradients use the same type.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -64,33 +65,45 @@ parameters<T> zero_parameters(const plan& p) {
 }
 
 // Throws input_error unless `theta` has exactly the arrays `p` needs and every value is
-// finite (-inf is allowed in log_prior only: a class of prior probability zero).
+// allowed: never NaN or +inf; -inf only where it means probability zero (a logit, a conv
+// logit, log P(y)), and never for a whole row, which would leave nothing to normalise.
 template <class T>
 void validate(const plan& p, const parameters<T>& theta) {
     const std::size_t leaf = std::size_t(p.components) * p.patch_size();
     const bool gaussian = p.leaves == leaf_kind::gaussian;
-    const auto check = [](const char* name, const std::vector<T>& a, std::size_t expected,
-                          bool log_prior = false) {
+    // `row` is the length of the rows normalised together (0: every value must be finite)
+    const auto check = [](const std::string& name, const std::vector<T>& a, std::size_t expected,
+                          std::size_t row) {
         if (a.size() != expected)
-            throw input_error(std::string("tmm: parameter array ") + name + " holds " +
+            throw input_error("tmm: parameter array " + name + " holds " +
                               std::to_string(a.size()) + " values, the plan needs " +
                               std::to_string(expected));
-        for (std::size_t i = 0; i < a.size(); ++i)
-            if (!std::isfinite(a[i]) && !(log_prior && a[i] == -std::numeric_limits<T>::infinity()))
-                throw input_error(std::string("tmm: parameter ") + name + "[" + std::to_string(i) +
-                                  "] is " + (std::isnan(a[i]) ? "NaN" : "infinite"));
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            const bool zero_probability = row > 0 && a[i] == -std::numeric_limits<T>::infinity();
+            if (!std::isfinite(a[i]) && !zero_probability)
+                throw input_error("tmm: parameter " + name + "[" + std::to_string(i) + "] is " +
+                                  (std::isnan(a[i])     ? "NaN"
+                                   : std::signbit(a[i]) ? "-inf"
+                                                        : "+inf"));
+        }
+        for (std::size_t start = 0; row > 0 && start < a.size(); start += row)
+            if (std::all_of(a.begin() + start, a.begin() + start + row,
+                            [](T v) { return v == -std::numeric_limits<T>::infinity(); }))
+                throw input_error("tmm: parameter " + name + "[" + std::to_string(start) + ".." +
+                                  std::to_string(start + row - 1) +
+                                  "] is all -inf: a distribution needs some probability");
     };
-    check("mean", theta.mean, gaussian ? leaf : 0);
-    check("log_precision", theta.log_precision, gaussian ? leaf : 0);
-    check("logits", theta.logits, gaussian ? 0 : leaf * p.values);
+    check("mean", theta.mean, gaussian ? leaf : 0, 0);
+    check("log_precision", theta.log_precision, gaussian ? leaf : 0, 0);
+    check("logits", theta.logits, gaussian ? 0 : leaf * p.values, std::size_t(p.values));
     if (theta.theta.size() != p.layers.size())
         throw input_error("tmm: the parameters have " + std::to_string(theta.theta.size()) +
                           " theta arrays, the plan has " + std::to_string(p.layers.size()) +
                           " layers");
     for (std::size_t l = 0; l < p.layers.size(); ++l)
-        check(("theta[" + std::to_string(l) + "]").c_str(), theta.theta[l],
-              p.layers[l].weight_count());
-    check("log_prior", theta.log_prior, std::size_t(p.classes), true);
+        check("theta[" + std::to_string(l) + "]", theta.theta[l], p.layers[l].weight_count(),
+              std::size_t(p.layers[l].in_channels));
+    check("log_prior", theta.log_prior, std::size_t(p.classes), std::size_t(p.classes));
 }
 
 // Converts between precisions (e.g. float parameters into the float64 reference backend).

@@ -10,6 +10,9 @@
 
 #include "test_files.hpp"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <random>
 
 using namespace tmm_test;
@@ -118,7 +121,7 @@ BOOST_AUTO_TEST_CASE(writer_replaces_atomically_and_leaves_no_temporaries) {
 
     msg = error_of([&] { data::write_idx_labels(dir / "no-such-dir" / "lab", other); });
     CHECK_HAS(msg, "no-such-dir");
-    CHECK_HAS(msg, "cannot create a temporary file");
+    CHECK_HAS(msg, "cannot create the temporary file");
 
     msg = error_of([&] { data::write_idx_images(dir / "img", d.pixels, 6, 2, 2); });
     CHECK_HAS(msg, "20 pixel bytes given, expected 24");
@@ -274,4 +277,53 @@ BOOST_AUTO_TEST_CASE(labels_checked_against_images_and_classes) {
     auto d = data::load_idx_dataset(dir / "img", dir / "lab", 4);
     BOOST_TEST(d.classes == 4);
     BOOST_CHECK(d.labels == (std::vector<int>{0, 2, 2}));
+}
+
+// The writer's rename would replace whatever is at the target: a FIFO, a link to a device or
+// a directory is refused, left as it was, and no temporary file is left behind.
+BOOST_AUTO_TEST_CASE(writer_refuses_targets_that_are_not_regular_files) {
+    scratch_dir dir;
+    std::vector<int> labels = {0, 1, 2};
+    const auto fifo = dir / "fifo";
+    BOOST_TEST_REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    auto msg = error_of([&] { data::write_idx_labels(fifo, labels); });
+    CHECK_HAS(msg, fifo.string());
+    CHECK_HAS(msg, "is not a regular file (a FIFO");
+    BOOST_TEST(fs::is_fifo(fs::symlink_status(fifo)));
+
+    const auto null_link = dir / "null";
+    fs::create_symlink("/dev/null", null_link);
+    msg = error_of([&] { data::write_idx_labels(null_link, labels, data::idx_compression::gzip); });
+    CHECK_HAS(msg, null_link.string());
+    CHECK_HAS(msg, "a symbolic link to a character device");
+    BOOST_TEST(fs::read_symlink(null_link) == fs::path("/dev/null"));
+
+    fs::create_directory(dir / "sub");
+    msg = error_of([&] { data::write_idx_images(dir / "sub", bytes{1, 2, 3, 4}, 1, 2, 2); });
+    CHECK_HAS(msg, "is not a regular file (a directory)");
+    BOOST_TEST(fs::is_empty(dir / "sub"));
+
+    auto names = dir.entries();
+    std::sort(names.begin(), names.end());
+    BOOST_TEST((names == std::vector<std::string>{"fifo", "null", "sub"}));
+}
+
+// A gzip stream that inflates far past the declared images (a "gzip bomb") is refused after
+// a bounded amount of decompression, not after inflating all of it.
+BOOST_AUTO_TEST_CASE(gzip_data_past_the_declared_images_is_not_all_inflated) {
+    scratch_dir dir;
+    const auto p = dir / "bomb.gz";
+    bytes good = small_images();  // 3 images of 2x2
+    // 64 MiB of zeros compress to about 64 KiB; reading them all would take visible time, the
+    // count in the message proves they were not.
+    write_gz(p, concat(good, bytes(std::size_t{64} << 20, 0)));
+    auto msg = error_of([&] { data::read_idx_images(p); });
+    CHECK_HAS(msg, p.string() +
+                       ": byte offset 28 (of the decompressed data): at least 65536 "
+                       "unexpected bytes after the last of the 3 images");
+
+    // A few extra bytes are still counted exactly.
+    write_gz(p, concat(good, bytes{7, 7, 7}));
+    msg = error_of([&] { data::read_idx_images(p); });
+    CHECK_HAS(msg, "byte offset 28 (of the decompressed data): 3 unexpected bytes after");
 }

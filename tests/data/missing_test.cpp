@@ -8,6 +8,7 @@
 
 #include <tmm/data/missing.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <set>
@@ -128,6 +129,8 @@ BOOST_AUTO_TEST_CASE(bad_spellings_are_refused_clearly) {
         {"iid:-0.1", "probability must be in [0, 1]"},
         {"iid:nan", "probability must be in [0, 1]"},
         {"iid:inf", "probability must be in [0, 1]"},
+        {"iid:1e-400", "probability \"1e-400\" is out of the range of a double"},
+        {"iid:1e400", "is out of the range of a double; it must be in [0, 1]"},
         {"rects:2", "expected rects:N:W"},
         {"rects:1:2:3", "expected rects:N:W"},
         {"rects:2:0", "side W must be an integer >= 1, got \"0\""},
@@ -311,4 +314,30 @@ BOOST_AUTO_TEST_CASE(apply_missing_checks_sizes) {
         BOOST_TEST(std::string(e.what()).find("mask 11, expected 12 for 2x2x3") !=
                    std::string::npos);
     }
+}
+
+// rects:N:W with a huge N used to draw all N squares per image (hours for N = 2^31 - 1); once
+// every pixel is missing more squares change nothing, so drawing stops there.
+BOOST_AUTO_TEST_CASE(huge_rect_counts_stop_once_everything_is_missing) {
+    const auto d = random_images(50, 28, 28, 1, 0.5, 3);
+    const auto start = std::chrono::steady_clock::now();
+    // W = 28 covers a 28x28 image with one square; W = 3 on it needs a few hundred.
+    for (const char* text : {"rects:2147483647:28", "rects:2147483647:3", "rects:2147483647:1"}) {
+        const auto spec = data::parse_missing(text);
+        BOOST_TEST(spec.count == 2147483647);
+        const auto masks = data::make_masks(spec, d, 11);
+        BOOST_TEST(masks == std::vector<std::uint8_t>(d.pixels.size(), 0), text);
+        BOOST_TEST(data::make_masks(spec, d, 11) == masks, text);
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    BOOST_TEST(seconds < 20.0);
+
+    // A count that does not cover the image is unchanged by the early stop: each image's
+    // mask is still the union of exactly N drawn squares (same draws as before).
+    const auto few = data::make_masks(data::parse_missing("rects:2:5"), d, 11);
+    std::size_t missing = 0;
+    for (auto v : few) missing += v == 0;
+    BOOST_TEST(missing > 0u);
+    BOOST_TEST(missing <= 50u * 2u * 25u);
 }

@@ -8,6 +8,7 @@
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/model_file.hpp>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,10 +110,12 @@ struct world {
                       quote(model.string()) + " --iterations 3 --batch 16 --seed 1 --threads 2");
     }
 
-    result run(const std::string& args) {
+    // Runs the program with `args`, in the directory `cwd` when given.
+    result run(const std::string& args, const fs::path& cwd = {}) {
         const fs::path out = dir.path / "stdout", err = dir.path / "stderr";
-        const std::string command =
-            quote(program) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+        const std::string command = (cwd.empty() ? "" : "cd " + quote(cwd.string()) + " && ") +
+                                    quote(program) + " " + args + " >" + quote(out.string()) +
+                                    " 2>" + quote(err.string());
         const int status = std::system(command.c_str());
         result r;
         r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -354,4 +357,97 @@ BOOST_AUTO_TEST_CASE(experiment_writes_results_model_and_plot) {
     BOOST_TEST(tmm::load_model(out / "model.tmm").architecture == "ht");
     for (const auto& e : fs::directory_iterator(out))
         BOOST_TEST(!contains(e.path().filename().string(), ".tmp."), e.path());
+}
+
+// Every output path is checked, for real, before the data is read or a step trained: a FIFO
+// (or anything else not a regular file) is refused and left as it was, a name too long for
+// the file system is refused, and so is an experiment directory whose model.tmm or iid.svg
+// is taken by something else.
+BOOST_AUTO_TEST_CASE(bad_output_paths_are_refused_before_training) {
+    auto& w = shared();
+    const fs::path dir = w.dir.path / "outputs";
+    fs::create_directories(dir);
+    const std::string train =
+        "train --data " + quote(w.data.string()) + " --arch cp --iterations 1 --out ";
+    // What the training banner starts with: none of these runs may get that far.
+    const std::string banner = "training cp on";
+
+    const fs::path fifo = dir / "fifo.tmm";
+    BOOST_TEST_REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    auto r = w.run(train + quote(fifo.string()));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, fifo.string()));
+    BOOST_TEST(contains(r.err, "is not a regular file (a FIFO"));
+    BOOST_TEST(!contains(r.err, banner));
+    BOOST_TEST(fs::is_fifo(fs::symlink_status(fifo)));
+
+    const fs::path null_link = dir / "null.tmm";
+    fs::create_symlink("/dev/null", null_link);
+    r = w.run(train + quote(null_link.string()));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "a symbolic link to a character device"));
+    BOOST_TEST(!contains(r.err, banner));
+    BOOST_TEST(fs::read_symlink(null_link) == fs::path("/dev/null"));
+
+    const fs::path long_name = dir / (std::string(300, 'm') + ".tmm");
+    r = w.run(train + quote(long_name.string()));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, "File name too long"));
+    BOOST_TEST(!contains(r.err, banner));
+
+    // Experiment: model.tmm is a directory (a command-line mistake), iid.svg a FIFO.
+    const std::string experiment =
+        "experiment --data " + quote(w.data.string()) + " --iterations 1 --knn-count 3 --out ";
+    const fs::path taken = dir / "taken";
+    fs::create_directories(taken / "model.tmm");
+    r = w.run(experiment + quote(taken.string()));
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(contains(r.err, (taken / "model.tmm").string() + " is a directory"));
+    BOOST_TEST(!contains(r.err, "training ht on"));
+    BOOST_TEST(!contains(r.out, "data set"));
+    fs::remove(taken / "model.tmm");
+    BOOST_TEST_REQUIRE(::mkfifo((taken / "iid.svg").c_str(), 0644) == 0);
+    r = w.run(experiment + quote(taken.string()));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, (taken / "iid.svg").string()));
+    BOOST_TEST(contains(r.err, "is not a regular file"));
+    BOOST_TEST(!contains(r.err, "training ht on"));
+
+    // Nothing was written anywhere: only what the test made itself is there.
+    std::set<std::string> names;
+    for (const auto& e : fs::recursive_directory_iterator(dir))
+        names.insert(e.path().lexically_relative(dir).string());
+    std::string listed;
+    for (const auto& n : names) listed += n + " ";
+    BOOST_TEST((names == std::set<std::string>{"fifo.tmm", "null.tmm", "taken", "taken/iid.svg"}),
+               listed);
+}
+
+// A batch larger than the training set: the banner says the batch actually used.
+BOOST_AUTO_TEST_CASE(training_banner_shows_the_effective_batch) {
+    auto& w = shared();
+    const fs::path out = w.dir.path / "big-batch.tmm";
+    const auto r = w.run("train --data " + quote(w.data.string()) + " --arch cp --out " +
+                         quote(out.string()) + " --iterations 1 --batch 1000 --threads 2");
+    BOOST_TEST_REQUIRE(r.code == 0);
+    // write_split puts 48 images in the training set.
+    BOOST_TEST(contains(r.err,
+                        "iterations of batch 48 (--batch 1000 is more than the 48 "
+                        "training images)"));
+}
+
+// `--data .` names the default output directory after the data directory, not "out/.".
+BOOST_AUTO_TEST_CASE(experiment_default_output_is_named_after_the_data_directory) {
+    auto& w = shared();
+    const fs::path copy = w.dir.path / "digits";
+    fs::create_directories(copy);
+    for (const auto& e : fs::directory_iterator(w.data))
+        if (e.is_regular_file()) fs::copy_file(e.path(), copy / e.path().filename());
+    const auto r = w.run("experiment --data . --iterations 1 --knn-count 3 --threads 2", copy);
+    BOOST_TEST_REQUIRE(r.code == 0);
+    BOOST_TEST(fs::is_regular_file(copy / "out" / "digits" / "experiment.json"));
+    BOOST_TEST(fs::is_regular_file(copy / "out" / "digits" / "model.tmm"));
+    BOOST_TEST(!fs::exists(copy / "out" / "model.tmm"));  // where "out/./" put it
+    BOOST_TEST(contains(r.out, "out/digits/experiment.json"));
+    BOOST_TEST(!contains(r.out, "out/./"));
 }

@@ -6,6 +6,7 @@
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/model_file.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -381,15 +382,15 @@ BOOST_AUTO_TEST_CASE(a_failed_save_leaves_no_temporary_file_and_no_damage) {
         [&] { tmm::save_model(f.dir.path / "no" / "such" / "m.tmm", f.plan, f.params, "x"); });
     BOOST_TEST(contains(message, "No such file or directory"));
 
-    // The target is a directory: the temporary file is written, the rename fails, and the
-    // temporary file must be gone afterwards.
+    // The target is a directory: refused before anything is written.
     const fs::path directory = f.dir.path / "occupied";
     fs::create_directory(directory);
     fs::path keep = directory / "keep";
     write_bytes(keep, {1, 2, 3});
     message = refusal([&] { tmm::save_model(directory, f.plan, f.params, "small-ht"); });
-    BOOST_TEST(contains(message, "cannot rename"));
-    BOOST_TEST(contains(message, "temporary file was removed"));
+    BOOST_TEST(contains(message, directory.string()));
+    BOOST_TEST(contains(message, "is not a regular file (a directory)"));
+    BOOST_TEST(contains(message, "nothing was written"));
     BOOST_TEST(fs::is_directory(directory));
     BOOST_TEST((read_bytes(keep) == std::vector<std::uint8_t>{1, 2, 3}));
 
@@ -419,4 +420,57 @@ BOOST_AUTO_TEST_CASE(saving_over_an_existing_file_replaces_it) {
     tmm::save_model(f.path, f.plan, other, "small-ht");
     check_bit_exact(tmm::load_model(f.path).params, other);
     BOOST_TEST(f.dir.entries() == std::vector<std::string>{"model.tmm"});
+}
+
+// The rename would replace whatever is at the target; a device node, FIFO or directory (or a
+// link to one) must be refused, untouched, with nothing left behind.
+BOOST_AUTO_TEST_CASE(saving_over_something_that_is_not_a_regular_file_is_refused) {
+    small_file f;
+    const fs::path fifo = f.dir.path / "fifo.tmm";
+    BOOST_TEST_REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    auto message = refusal([&] { tmm::save_model(fifo, f.plan, f.params, "small-ht"); });
+    BOOST_TEST(contains(message, fifo.string()));
+    BOOST_TEST(contains(message, "is not a regular file (a FIFO"));
+    BOOST_TEST(fs::is_fifo(fs::symlink_status(fifo)));
+
+    // A link to a device: the link stays a link to /dev/null (the device is never touched).
+    const fs::path device_link = f.dir.path / "null.tmm";
+    fs::create_symlink("/dev/null", device_link);
+    message = refusal([&] { tmm::save_model(device_link, f.plan, f.params, "small-ht"); });
+    BOOST_TEST(contains(message, device_link.string()));
+    BOOST_TEST(contains(message, "is not a regular file (a symbolic link to a character device)"));
+    BOOST_TEST(fs::is_symlink(device_link));
+    BOOST_TEST(fs::read_symlink(device_link) == fs::path("/dev/null"));
+
+    const fs::path dir_link = f.dir.path / "dir.tmm";
+    fs::create_directory(f.dir.path / "d");
+    fs::create_directory_symlink(f.dir.path / "d", dir_link);
+    message = refusal([&] { tmm::save_model(dir_link, f.plan, f.params, "small-ht"); });
+    BOOST_TEST(contains(message, "a symbolic link to a directory"));
+    BOOST_TEST(fs::is_symlink(dir_link));
+    BOOST_TEST(fs::is_empty(f.dir.path / "d"));
+
+    // A link to a regular file is still fine: the new file takes the link's place.
+    BOOST_TEST((read_bytes(f.path) == f.bytes));
+    BOOST_TEST((f.dir.entries() ==
+                std::vector<std::string>{"d", "dir.tmm", "fifo.tmm", "model.tmm", "null.tmm"}));
+}
+
+// A plan whose array sizes fit but which cannot run (a pooling window member out of range),
+// with a valid CRC: load_model without an expected plan must still refuse it.
+BOOST_AUTO_TEST_CASE(inconsistent_plans_are_refused_without_an_expected_plan) {
+    small_file f;
+    tmm::plan bad = f.plan;
+    tmm::layer* pool = nullptr;
+    for (auto& l : bad.layers)
+        if (l.kind == tmm::layer_kind::pool && !l.members.empty()) pool = &l;
+    BOOST_TEST_REQUIRE(pool != nullptr);
+    pool->members.front() = pool->in_rows * pool->in_cols;  // one past the last position
+    write_bytes(f.path, tmm::detail::encode_model(bad, f.params, "small-ht"));
+    const auto message = refusal([&] { tmm::load_model(f.path); });
+    BOOST_TEST(contains(message, f.path.string()));
+    BOOST_TEST(contains(message, "malformed plan"));
+    BOOST_TEST(contains(message, "a window member is out of range"));
+    // The plan starts after the 24-byte header, the 4-byte name length and "small-ht".
+    BOOST_TEST(contains(message, "byte offset 36"));
 }

@@ -70,8 +70,9 @@ void check_data_name(const std::string& name);
 data::split load_data(const std::string& name, const plan& p, std::string_view architecture);
 
 // Throws usage_error when `path` could not be created (its directory is missing or is not a
-// directory, or `path` is a directory), std::runtime_error when the directory is not
-// writable. Run before long work whose result is written to `path`.
+// directory, or `path` is a directory), std::runtime_error when it exists and is not a
+// regular file or no file can be created beside it (tried for real with a probe file that
+// is removed at once). Run before long work whose result is written to `path`.
 void check_output_path(const std::filesystem::path& path);
 
 // tmm::data::parse_missing with its error turned into a usage_error.
@@ -122,8 +123,10 @@ parameters<float> train_model(const plan& p, std::string_view architecture,
 
 // ---- files ---------------------------------------------------------------------------------
 
-// Writes `text` to `path.tmp.<pid>`, then renames it over `path`; on failure the temporary
-// file is removed, an existing `path` stays as it was, and std::runtime_error says why.
+// tmm::io::write_file_atomically: writes `text` to a temporary file beside `path`, then
+// renames it over `path`; on failure (or when `path` exists and is not a regular file) the
+// temporary file is removed, an existing `path` stays as it was, and std::runtime_error says
+// why.
 void write_text_atomically(const std::filesystem::path& path, std::string_view text);
 
 }  // namespace tmm::cli

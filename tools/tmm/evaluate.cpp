@@ -6,6 +6,7 @@
 #include <tmm/backends/reference/reference.hpp>
 #include <tmm/data/sources.hpp>
 #include <tmm/dsl/decompositions.hpp>
+#include <tmm/io/atomic_file.hpp>
 #include <tmm/io/model_file.hpp>
 #include <tmm/model.hpp>
 #include <tmm/train/images.hpp>
@@ -78,9 +79,13 @@ void check_output_path(const fs::path& path) {
     if (!fs::is_directory(dir, ec))
         throw usage_error(
             fmt::format("cannot write {}: {} is not a directory", path.string(), dir.string()));
-    if (::access(dir.c_str(), W_OK) != 0)
-        throw std::runtime_error(fmt::format("cannot write {}: directory {}: {}", path.string(),
-                                             dir.string(), std::strerror(errno)));
+    // For real: the target must be absent or a regular file, and a file must be creatable
+    // beside it (this catches read-only and special file systems, over-long names, ...).
+    try {
+        io::check_atomic_write(path);
+    } catch (const io::atomic_write_error& e) {
+        throw std::runtime_error(fmt::format("cannot write {}: {}", path.string(), e.problem()));
+    }
 }
 
 data::missing_spec parse_missing_option(const std::string& text) {
@@ -191,36 +196,11 @@ accuracy_result evaluate(const plan& p, const parameters<float>& params, backend
 }
 
 void write_text_atomically(const fs::path& path, std::string_view text) {
-    fs::path temp = path;
-    temp += ".tmp." + std::to_string(::getpid());
-    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        throw std::runtime_error(fmt::format("cannot write {}: cannot create {}: {}", path.string(),
-                                             temp.string(), std::strerror(errno)));
-    auto fail = [&](const char* what, int error_number) {
-        ::unlink(temp.c_str());
-        throw std::runtime_error(fmt::format("cannot write {}: {} failed: {}", path.string(), what,
-                                             std::strerror(error_number)));
-    };
-    for (std::size_t done = 0; done < text.size();) {
-        const ::ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            const int e = n < 0 ? errno : EIO;
-            ::close(fd);
-            fail("write", e);
-        }
-        done += std::size_t(n);
+    try {
+        io::write_file_atomically(path, text);
+    } catch (const io::atomic_write_error& e) {
+        throw std::runtime_error(fmt::format("cannot write {}: {}", path.string(), e.problem()));
     }
-    if (::fsync(fd) != 0) {
-        const int e = errno;
-        ::close(fd);
-        fail("fsync", e);
-    }
-    if (::close(fd) != 0) fail("close", errno);
-    std::error_code ec;
-    fs::rename(temp, path, ec);
-    if (ec) fail("rename", ec.value());
 }
 
 // ---- tmm eval --------------------------------------------------------------------------------

@@ -43,15 +43,20 @@ int run_experiment(const experiment_command& command) {
     check_data_name(command.data);
     const std::string architecture = "ht";
     const plan p = architecture_plan(architecture);
-    const data::split split = load_data(command.data, p, architecture);
 
+    // Every output is checked before the data is read and the model trained.
     const fs::path dir = command.out;
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec || !fs::is_directory(dir))
         throw std::runtime_error(fmt::format("cannot create the output directory {}: {}",
                                              dir.string(), ec ? ec.message() : "not a directory"));
-    check_output_path(dir / "experiment.json");
+    const fs::path json_path = dir / "experiment.json";
+    const fs::path model_path = dir / "model.tmm";
+    const fs::path svg_path = dir / "iid.svg";
+    for (const fs::path& out : {json_path, model_path, svg_path}) check_output_path(out);
+
+    const data::split split = load_data(command.data, p, architecture);
     const data::dataset& test = split.test;
     fmt::print("data set {}: {} training images, {} test images of {}x{}\n", split.name,
                split.train.count, test.count, test.rows, test.cols);
@@ -60,7 +65,6 @@ int run_experiment(const experiment_command& command) {
     const parameters<float> params =
         train_model(p, architecture, split.train,
                     {command.iterations, command.batch, command.seed, command.backend});
-    const fs::path model_path = dir / "model.tmm";
     save_model(model_path, p, params, architecture);
     fmt::print("wrote {}\n", model_path.string());
 
@@ -78,7 +82,6 @@ int run_experiment(const experiment_command& command) {
 
     nlohmann::json results = nlohmann::json::array();
     std::map<std::string, std::vector<std::pair<double, double>>> iid_curves;
-    const fs::path json_path = dir / "experiment.json";
     const auto start = std::chrono::steady_clock::now();
 
     for (const std::string& setting : experiment_settings()) {
@@ -128,7 +131,6 @@ int run_experiment(const experiment_command& command) {
     axes.title = fmt::format("{}: accuracy with pixels missing i.i.d.", split.name);
     axes.x_label = "probability p that a pixel is missing";
     axes.y_label = "test accuracy (%)";
-    const fs::path svg_path = dir / "iid.svg";
     write_text_atomically(svg_path, line_plot_svg(axes, series));
 
     const double seconds =

@@ -206,10 +206,14 @@ int main(int argc, char** argv) {
         if (chosen == train_app) return run_train(train);
         if (chosen == eval_app) return run_eval(eval);
         if (!experiment_out_given) {
-            const std::filesystem::path data(experiment.data);
-            const std::string base = data.filename().empty()
-                                         ? data.parent_path().filename().string()
-                                         : data.filename().string();
+            // The data set's name: "mnist", or the directory's own name, also for "." or
+            // "dir/" or "a/../b" (made absolute and normal first, so never "." or "..").
+            std::filesystem::path data(experiment.data);
+            if (std::filesystem::is_directory(data))
+                data = std::filesystem::absolute(data).lexically_normal();
+            if (data.filename().empty()) data = data.parent_path();
+            std::string base = data.filename().string();
+            if (base == "." || base == "..") base.clear();
             experiment.out =
                 (std::filesystem::path("out") / (base.empty() ? "experiment" : base)).string();
         }

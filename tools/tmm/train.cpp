@@ -32,11 +32,17 @@ parameters<float> train_model(const plan& p, std::string_view architecture,
     options.on_progress = [&](const training_progress& r) { bar.update(r); };
     options.progress_every = std::max<std::size_t>(1, options.iterations / 1000);
 
+    // The trainer never draws more images per step than the training set holds.
+    const std::size_t batch = std::min(options.batch, train.count);
+    const std::string batch_note =
+        batch < options.batch ? fmt::format(" (--batch {} is more than the {} training images)",
+                                            options.batch, train.count)
+                              : std::string();
     fmt::print(stderr,
                "training {} on {} images ({} backend): GMM initialisation of the Gaussians, then "
-               "{} iterations of batch {}, seed {}\n",
-               architecture, train.count, backend_name(settings.backend), options.iterations,
-               options.batch, options.seed);
+               "{} iterations of batch {}{}, seed {}\n",
+               architecture, train.count, backend_name(settings.backend), options.iterations, batch,
+               batch_note, options.seed);
     std::fflush(stderr);
 
     parameters<float> params = zero_parameters<float>(p);

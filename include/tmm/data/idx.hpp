@@ -4,6 +4,7 @@
 // writers go through a temporary file and a rename, so a reader never sees half a file.
 
 #include <tmm/data/dataset.hpp>
+#include <tmm/io/atomic_file.hpp>
 
 #include <zlib.h>
 
@@ -178,16 +179,30 @@ class idx_reader {
         return data;
     }
 
-    // The format has no end marker, so extra bytes mean the header and payload disagree.
+    // The format has no end marker, so extra bytes mean the header and payload disagree. A
+    // plain file's extra bytes are counted from its size; inside a gzip stream at most
+    // idx_extra_scan bytes are decompressed to count them, so a stream that inflates to
+    // gigabytes past the declared data (a gzip bomb) is refused at once.
     void expect_end(const std::string& what) {
+        constexpr std::uint64_t idx_extra_scan = std::uint64_t{1} << 16;
         std::uint64_t start = offset_;
+        if (gzdirect(file_)) {
+            std::error_code ec;
+            const std::uint64_t size = std::filesystem::file_size(path_, ec);
+            if (!ec && size > start)
+                throw error(where(start) + std::to_string(size - start) +
+                            " unexpected bytes after " + what);
+        }
         std::array<unsigned char, 1 << 14> sink;
         std::uint64_t extra = 0;
         for (;;) {
             std::size_t r = read(sink.data(), sink.size());
             extra += r;
-            if (r < sink.size()) break;
+            if (r < sink.size() || extra >= idx_extra_scan) break;
         }
+        if (extra >= idx_extra_scan)
+            throw error(where(start) + "at least " + std::to_string(extra) +
+                        " unexpected bytes after " + what + " (not read further)");
         if (extra != 0)
             throw error(where(start) + std::to_string(extra) + " unexpected bytes after " + what);
         // zlib reports a gzip stream cut off after its last data byte (say, a lost trailer)
@@ -243,65 +258,45 @@ inline void put_u32(std::vector<std::uint8_t>& out, std::uint64_t v) {
     out.push_back(static_cast<std::uint8_t>(v));
 }
 
-// Writes header + payload to a temporary file beside `path`, then renames it over `path`:
-// the rename is atomic, so `path` is either the old file or the complete new one.
+// Writes header + payload through tmm::io::write_file_atomically: a temporary file beside
+// `path`, renamed over it, so `path` is either the old file or the complete new one. A `path`
+// that exists and is not a regular file (device, FIFO, socket, directory) is refused.
 inline void write_file_atomically(const std::filesystem::path& path,
                                   std::span<const std::uint8_t> header,
                                   std::span<const std::uint8_t> payload,
                                   idx_compression compression) {
     const std::string target = path.string();
-    std::filesystem::path dir = path.parent_path();
-    if (dir.empty()) dir = ".";
-    std::string tmpl = (dir / ("." + path.filename().string() + ".tmp.XXXXXX")).string();
-    std::vector<char> name(tmpl.begin(), tmpl.end());
-    name.push_back('\0');
-    int fd = ::mkstemp(name.data());
-    if (fd < 0)
-        throw error(target + ": cannot create a temporary file in " + dir.string() + ": " +
-                    std::strerror(errno));
-    const std::string tmp(name.data());
-
-    auto fail = [&](const std::string& why) {
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw error(target + ": " + why);
-    };
-
-    ::fchmod(fd, 0644);
-    int gz_fd = ::dup(fd);
-    if (gz_fd < 0) fail(std::string("cannot write: ") + std::strerror(errno));
-    // "T" makes zlib write the bytes as they are, so both variants share one code path.
-    gzFile gz = gzdopen(gz_fd, compression == idx_compression::gzip ? "wb6" : "wbT");
-    if (gz == nullptr) {
-        ::close(gz_fd);
-        fail("cannot write: gzdopen failed");
-    }
-    auto put = [&](std::span<const std::uint8_t> bytes) {
-        std::size_t done = 0;
-        while (done < bytes.size()) {
-            unsigned n =
-                static_cast<unsigned>(std::min<std::size_t>(bytes.size() - done, 1u << 30));
-            if (gzwrite(gz, bytes.data() + done, n) != static_cast<int>(n)) {
-                int code = 0;
-                std::string msg = gzerror(gz, &code);
-                gzclose(gz);
-                fail("write failed: " + msg);
-            }
-            done += n;
+    auto fill = [&](int fd) {
+        int gz_fd = ::dup(fd);
+        if (gz_fd < 0) throw error(target + ": cannot write: " + std::strerror(errno));
+        // "T" makes zlib write the bytes as they are, so both variants share one code path.
+        gzFile gz = gzdopen(gz_fd, compression == idx_compression::gzip ? "wb6" : "wbT");
+        if (gz == nullptr) {
+            ::close(gz_fd);
+            throw error(target + ": cannot write: gzdopen failed");
         }
+        auto put = [&](std::span<const std::uint8_t> bytes) {
+            std::size_t done = 0;
+            while (done < bytes.size()) {
+                unsigned n =
+                    static_cast<unsigned>(std::min<std::size_t>(bytes.size() - done, 1u << 30));
+                if (gzwrite(gz, bytes.data() + done, n) != static_cast<int>(n)) {
+                    int code = 0;
+                    std::string msg = gzerror(gz, &code);
+                    gzclose(gz);
+                    throw error(target + ": write failed: " + msg);
+                }
+                done += n;
+            }
+        };
+        put(header);
+        put(payload);
+        if (gzclose(gz) != Z_OK) throw error(target + ": write failed while closing (disk full?)");
     };
-    put(header);
-    put(payload);
-    if (gzclose(gz) != Z_OK) fail("write failed while closing (disk full?)");
-    if (::fsync(fd) != 0) fail(std::string("fsync failed: ") + std::strerror(errno));
-    if (::close(fd) != 0) {
-        ::unlink(tmp.c_str());
-        throw error(target + ": close failed: " + std::strerror(errno));
-    }
-    if (std::rename(tmp.c_str(), target.c_str()) != 0) {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        throw error(target + ": cannot rename " + tmp + " into place: " + std::strerror(e));
+    try {
+        io::write_file_atomically(path, fill);
+    } catch (const io::atomic_write_error& e) {
+        throw error(e.what());
     }
 }
 

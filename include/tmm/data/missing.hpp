@@ -77,7 +77,8 @@ inline std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t n) {
 }  // namespace detail
 
 // Parses the exact spellings `none`, `iid:P` (0 <= P <= 1), `rects:N:W` (N >= 0, W >= 1) and
-// `delete:N` (N >= 0).
+// `delete:N` (N >= 0). N is at most 2^31 - 1; a P too small or large for a double (1e-400)
+// is refused as out of range.
 inline missing_spec parse_missing(std::string_view text) {
     using detail::bad_missing;
     const std::string usage = "expected none, iid:P, rects:N:W or delete:N";
@@ -98,6 +99,13 @@ inline missing_spec parse_missing(std::string_view text) {
         const std::string_view field = parts[1];
         double p = std::numeric_limits<double>::quiet_NaN();
         auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), p);
+        // A number too large or too small (say 1e-400) for a double: refused as out of range
+        // rather than silently rounded to 0 or infinity.
+        if (!field.empty() && ec == std::errc::result_out_of_range &&
+            end == field.data() + field.size())
+            bad_missing(text, "probability \"" + std::string(field) +
+                                  "\" is out of the range of a double; it must be in [0, 1] "
+                                  "(write 0 for no missing pixels)");
         if (field.empty() || ec != std::errc() || end != field.data() + field.size())
             bad_missing(text, "probability \"" + std::string(field) + "\" is not a number");
         if (!(p >= 0.0 && p <= 1.0)) bad_missing(text, "probability must be in [0, 1]");
@@ -181,16 +189,23 @@ inline void apply_missing(const missing_spec& spec, int rows, int cols, int chan
                                     "a " + std::to_string(w) + "x" + std::to_string(w) +
                                         " square does not fit inside a " + std::to_string(rows) +
                                         "x" + std::to_string(cols) + " image");
-            for (int n = 0; n < spec.count; ++n) {
+            // Once every pixel is missing, more squares change nothing: stop drawing, so a
+            // huge N (rects:2147483647:28) costs no more than covering the image does.
+            std::size_t missing = 0;
+            for (int n = 0; n < spec.count && missing < pixels; ++n) {
                 // Top-left corner uniform over the positions that keep the square inside.
                 const auto top = static_cast<int>(
                     detail::uniform_below(rng, static_cast<std::uint64_t>(rows - w + 1)));
                 const auto left = static_cast<int>(
                     detail::uniform_below(rng, static_cast<std::uint64_t>(cols - w + 1)));
                 for (int r = top; r < top + w; ++r)
-                    for (int c = left; c < left + w; ++c)
-                        drop(static_cast<std::size_t>(r) * static_cast<std::size_t>(cols) +
-                             static_cast<std::size_t>(c));
+                    for (int c = left; c < left + w; ++c) {
+                        const std::size_t j =
+                            static_cast<std::size_t>(r) * static_cast<std::size_t>(cols) +
+                            static_cast<std::size_t>(c);
+                        if (observed_out[j * ch] != 0) ++missing;
+                        drop(j);
+                    }
             }
             break;
         }

@@ -55,9 +55,10 @@ inline void require_regular_or_absent(const std::filesystem::path& path) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) {
         const int e = errno;
-        if (e == ENOENT) return;
-        throw atomic_write_error(path, std::string("cannot write: ") + std::strerror(e) +
-                                           "; nothing was written");
+        // A missing file or directory on the way: creating the temporary file says which.
+        if (e == ENOENT || e == ENOTDIR) return;
+        throw atomic_write_error(
+            path, std::string("cannot write: ") + std::strerror(e) + "; nothing was written");
     }
     bool link = S_ISLNK(st.st_mode);
     if (link) {
@@ -90,7 +91,9 @@ inline void write_all(int fd, std::span<const std::uint8_t> bytes, const std::st
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0)
             throw atomic_write_error(path, "cannot write " + temp + ": " +
-                                               std::strerror(n < 0 ? errno : EIO));
+                                               std::strerror(n < 0 ? errno : EIO) +
+                                               "; the temporary file was removed and any "
+                                               "existing file left as it was");
         done += std::size_t(n);
     }
 }
@@ -108,28 +111,31 @@ inline void write_file_atomically(const std::filesystem::path& path,
     std::string name = detail::temp_template(path);
     const int fd = ::mkostemp(name.data(), O_CLOEXEC);
     if (fd < 0)
-        throw atomic_write_error(path, "cannot create a temporary file " + name + ": " +
+        throw atomic_write_error(path, "cannot create the temporary file " + name + ": " +
                                            std::strerror(errno) + "; nothing was written");
     const std::string temp = name;
+    const std::string undone =
+        "; the temporary file was removed and any existing file left as it was";
     bool open = true;
     try {
         if (::fchmod(fd, 0644) != 0)
-            throw atomic_write_error(path, "cannot set the mode of " + temp + ": " +
-                                               std::strerror(errno));
+            throw atomic_write_error(
+                path, "cannot set the mode of " + temp + ": " + std::strerror(errno) + undone);
         fill(fd);
         // The data must be on disk before the rename makes it the file: a crash in between
         // leaves either the old file or the complete new one.
         if (::fsync(fd) != 0)
-            throw atomic_write_error(path, "cannot flush " + temp + " to disk: " +
-                                               std::strerror(errno));
+            throw atomic_write_error(
+                path, "cannot flush " + temp + " to disk: " + std::strerror(errno) + undone);
         open = false;
         if (::close(fd) != 0)
-            throw atomic_write_error(path, "cannot close " + temp + ": " + std::strerror(errno));
+            throw atomic_write_error(path,
+                                     "cannot close " + temp + ": " + std::strerror(errno) + undone);
         // Checked again: the target may have been replaced while the data was written.
         detail::require_regular_or_absent(path);
         if (::rename(temp.c_str(), path.c_str()) != 0)
-            throw atomic_write_error(path, "cannot rename " + temp + " to " + path.string() +
-                                               ": " + std::strerror(errno));
+            throw atomic_write_error(path, "cannot rename " + temp + " to " + path.string() + ": " +
+                                               std::strerror(errno) + undone);
     } catch (...) {
         if (open) ::close(fd);
         ::unlink(temp.c_str());
@@ -146,13 +152,14 @@ inline void write_file_atomically(const std::filesystem::path& path,
 // Writes `bytes` as the whole file, as above.
 inline void write_file_atomically(const std::filesystem::path& path,
                                   std::span<const std::uint8_t> bytes) {
-    write_file_atomically(path, [&](int fd) { detail::write_all(fd, bytes, "the temporary file", path); });
+    write_file_atomically(
+        path, [&](int fd) { detail::write_all(fd, bytes, "the temporary file", path); });
 }
 
 inline void write_file_atomically(const std::filesystem::path& path, std::string_view text) {
-    write_file_atomically(path, std::span<const std::uint8_t>(
-                                    reinterpret_cast<const std::uint8_t*>(text.data()),
-                                    text.size()));
+    write_file_atomically(
+        path, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                            text.size()));
 }
 
 // Checks up front, for real, that write_file_atomically(path, ...) can succeed as far as the
@@ -164,8 +171,8 @@ inline void check_atomic_write(const std::filesystem::path& path) {
     std::string name = detail::temp_template(path);
     const int fd = ::mkostemp(name.data(), O_CLOEXEC);
     if (fd < 0)
-        throw atomic_write_error(path, "cannot create a file beside it (" + name + "): " +
-                                           std::strerror(errno));
+        throw atomic_write_error(
+            path, "cannot create a file beside it (" + name + "): " + std::strerror(errno));
     ::close(fd);
     ::unlink(name.c_str());
 }

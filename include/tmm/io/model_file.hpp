@@ -50,6 +50,7 @@
 
 #include "../parameters.hpp"
 #include "../plan.hpp"
+#include "atomic_file.hpp"
 
 namespace tmm {
 
@@ -377,6 +378,10 @@ inline loaded_model decode_payload(const std::filesystem::path& file,
     const std::uint64_t plan_start = r.offset();
     m.structure = decode_plan(r);
     m.plan_fingerprint = crc32_of(r.consumed_since(plan_start));
+    // The plan must describe a network that can run (layer sizes that chain, pooling members
+    // in range, ...), whether or not the caller expects a particular one.
+    if (const std::string bad = plan_problem(m.structure); !bad.empty())
+        r.fail(plan_start, "malformed plan: " + bad);
 
     std::string problem;
     const auto sizes = expected_array_sizes(m.structure, problem);
@@ -453,51 +458,13 @@ std::string first_difference(const std::vector<T>& file, const std::vector<T>& e
 
 // ---- atomic writing -----------------------------------------------------------------------
 
+// tmm::io::write_file_atomically with its error turned into a model_file_error.
 inline void write_file_atomically(const std::filesystem::path& path,
                                   std::span<const std::uint8_t> bytes) {
-    std::filesystem::path temp = path;
-    temp += ".tmp." + std::to_string(::getpid());
-
-    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        throw model_file_error(path, std::nullopt,
-                               "cannot create the temporary file " + temp.string() + ": " +
-                                   std::strerror(errno) + "; nothing was written");
-    auto fail = [&](const std::string& problem, int error_number) {
-        ::unlink(temp.c_str());
-        throw model_file_error(path, std::nullopt,
-                               problem + ": " + std::strerror(error_number) +
-                                   "; the temporary file was removed and any existing file "
-                                   "left as it was");
-    };
-    for (std::size_t done = 0; done < bytes.size();) {
-        const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            const int e = n < 0 ? errno : EIO;
-            ::close(fd);
-            fail("cannot write " + temp.string(), e);
-        }
-        done += std::size_t(n);
-    }
-    // The data must be on disk before the rename makes it the file: a crash in between
-    // leaves either the old file or the complete new one.
-    if (::fsync(fd) != 0) {
-        const int e = errno;
-        ::close(fd);
-        fail("cannot flush " + temp.string() + " to disk", e);
-    }
-    if (::close(fd) != 0) fail("cannot close " + temp.string(), errno);
-
-    std::error_code ec;
-    std::filesystem::rename(temp, path, ec);
-    if (ec) fail("cannot rename " + temp.string() + " to " + path.string(), ec.value());
-
-    // Best effort: make the rename itself durable.
-    const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
-    if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
+    try {
+        io::write_file_atomically(path, bytes);
+    } catch (const io::atomic_write_error& e) {
+        throw model_file_error(path, std::nullopt, e.problem());
     }
 }
 
@@ -580,8 +547,10 @@ inline std::uint32_t plan_fingerprint(const plan& p) {
 }
 
 // Writes `params` for the network `p` under the name `architecture` (1..255 bytes). The file
-// is written to `path.tmp.<pid>` beside it, flushed to disk, then renamed over `path`; on
-// any error the temporary file is removed and an existing `path` is left untouched.
+// is written to a temporary file `.<name>.tmp.XXXXXX` beside it, flushed to disk, then renamed
+// over `path`; on any error the temporary file is removed and an existing `path` is left
+// untouched. A `path` that exists and is not a regular file (a device, FIFO, socket,
+// directory, or a link to one) is refused before anything is written.
 inline void save_model(const std::filesystem::path& path, const plan& p,
                        const parameters<float>& params, std::string_view architecture) {
     if (architecture.empty() || architecture.size() > model_file_max_architecture)

@@ -242,17 +242,10 @@ struct fixed_conv_stage<W> {
     }
     template <shape In>
     static void lower(plan& p) {
-        layer l;
-        l.kind = layer_kind::conv;
-        l.in_rows = l.out_rows = In.rows;
-        l.in_cols = l.out_cols = In.cols;
-        l.in_channels = I;
-        l.out_channels = O;
-        l.weight_sets = 1;
-        l.set_of_position.assign(std::size_t(In.rows) * In.cols, 0);
-        l.fixed = true;
-        l.fixed_weights.assign(W.values.begin(), W.values.end());
-        p.layers.push_back(std::move(l));
+        // a shared conv whose one weight matrix is the constant W
+        conv_stage<O, shared>::template lower<In>(p);
+        p.layers.back().fixed = true;
+        p.layers.back().fixed_weights.assign(W.values.begin(), W.values.end());
     }
 };
 

@@ -33,6 +33,14 @@ struct layer {
     int window_size = 0;
     std::vector<int> members;
 
+    // Calls f(window, position) for every member of every pooling window, padded slots skipped.
+    template <class F>
+    void for_each_member(F&& f) const {
+        for (int w = 0; w < out_positions(); ++w)
+            for (int slot = 0; slot < window_size; ++slot)
+                if (const int j = members[std::size_t(w) * window_size + slot]; j >= 0) f(w, j);
+    }
+
     int in_positions() const { return in_rows * in_cols; }
     int out_positions() const { return out_rows * out_cols; }
     std::size_t weight_count() const {

@@ -46,7 +46,7 @@ struct cpu {
             const std::size_t first = t * inference_tile;
             const std::size_t rows = std::min(inference_tile, x.count - first);
             thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
-            forward(p, theta, prep, x, first, rows, ws);
+            forward(p, prep, x, first, rows, ws);
             copy_outputs(p, ws, first, rows, out);
         });
         return out;
@@ -75,7 +75,7 @@ struct cpu {
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
             const std::size_t first = t * training_tile;
             const std::size_t rows = std::min(training_tile, x.count - first);
-            forward(p, theta, prep, x, first, rows, ws[t]);
+            forward(p, prep, x, first, rows, ws[t]);
             copy_outputs(p, ws[t], first, rows, out);
         });
 
@@ -146,6 +146,8 @@ struct cpu {
         };
         std::vector<conv_weights> layers;
         std::vector<float> leaf_log_probabilities;  // categorical: M x s x V
+        std::vector<float> mean_t, half_log_precision_t, half_precision_t;  // Gaussian: s x M
+        std::vector<float> precision;                                       // Gaussian: M x s
 
         prepared(const plan& p, const parameters<float>& theta) : layers(p.layers.size()) {
             for (std::size_t l = 0; l < p.layers.size(); ++l) {
@@ -183,6 +185,22 @@ struct cpu {
                         for (std::size_t a = 0; a < in; ++a)
                             w.transposed[(set * in + a) * o + g] = w.linear[(set * o + g) * in + a];
             }
+            // Gaussian leaves, coordinate-major so that loops over components are contiguous
+            if (p.leaves == leaf_kind::gaussian) {
+                const std::size_t m = p.components, s = p.patch_size();
+                mean_t.resize(m * s);
+                half_log_precision_t.resize(m * s);
+                half_precision_t.resize(m * s);
+                precision.resize(m * s);
+                for (std::size_t d = 0; d < m; ++d)
+                    for (std::size_t k = 0; k < s; ++k) {
+                        const float rho = theta.log_precision[d * s + k];
+                        precision[d * s + k] = std::exp(rho);
+                        mean_t[k * m + d] = theta.mean[d * s + k];
+                        half_log_precision_t[k * m + d] = 0.5f * (rho - log_two_pi);
+                        half_precision_t[k * m + d] = 0.5f * precision[d * s + k];
+                    }
+            }
             if (p.leaves == leaf_kind::categorical) {
                 const std::size_t v = p.values;
                 leaf_log_probabilities.resize(theta.logits.size());
@@ -207,27 +225,10 @@ struct cpu {
         std::copy_n(ws.acts.back().begin(), rows * p.classes, out.begin() + first * p.classes);
     }
 
-    static void representation(const plan& p, const parameters<float>& theta, const prepared& prep,
-                               const observations<float>& x, std::size_t first, std::size_t rows,
-                               std::vector<float>& rep) {
+    static void representation(const plan& p, const prepared& prep, const observations<float>& x,
+                               std::size_t first, std::size_t rows, std::vector<float>& rep) {
         const int m = p.components, s = p.patch_size();
         rep.assign(std::size_t(p.positions()) * rows * m, 0.0f);
-        std::vector<float> half_log_precision(theta.log_precision.size()),
-            precision(half_log_precision.size());
-        for (std::size_t i = 0; i < precision.size(); ++i) {
-            half_log_precision[i] = 0.5f * (theta.log_precision[i] - log_two_pi);
-            precision[i] = std::exp(theta.log_precision[i]);
-        }
-        // transpose to coordinate-major so the loop over components is contiguous
-        std::vector<float> mean_t(precision.size()), half_t(precision.size()),
-            prec_t(precision.size());
-        if (p.leaves == leaf_kind::gaussian)
-            for (int d = 0; d < m; ++d)
-                for (int k = 0; k < s; ++k) {
-                    mean_t[k * m + d] = theta.mean[d * s + k];
-                    half_t[k * m + d] = half_log_precision[d * s + k];
-                    prec_t[k * m + d] = 0.5f * precision[d * s + k];
-                }
         for (int i = 0; i < p.positions(); ++i)
             for (std::size_t b = 0; b < rows; ++b) {
                 float* r = rep.data() + (std::size_t(i) * rows + b) * m;
@@ -239,9 +240,9 @@ struct cpu {
                     const float v = x.values[index];
                     if (p.leaves == leaf_kind::gaussian) {
                         // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
-                        const float* mu = mean_t.data() + k * m;
-                        const float* half = half_t.data() + k * m;
-                        const float* lam = prec_t.data() + k * m;
+                        const float* mu = prep.mean_t.data() + k * m;
+                        const float* half = prep.half_log_precision_t.data() + k * m;
+                        const float* lam = prep.half_precision_t.data() + k * m;
                         for (int d = 0; d < m; ++d) {
                             const float diff = v - mu[d];
                             r[d] += half[d] - lam[d] * diff * diff;
@@ -256,11 +257,10 @@ struct cpu {
             }
     }
 
-    static void forward(const plan& p, const parameters<float>& theta, const prepared& prep,
-                        const observations<float>& x, std::size_t first, std::size_t rows,
-                        workspace& ws) {
+    static void forward(const plan& p, const prepared& prep, const observations<float>& x,
+                        std::size_t first, std::size_t rows, workspace& ws) {
         ws.acts.resize(p.layers.size() + 1);
-        representation(p, theta, prep, x, first, rows, ws.acts[0]);
+        representation(p, prep, x, first, rows, ws.acts[0]);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -269,14 +269,11 @@ struct cpu {
             if (ly.kind == layer_kind::pool) {
                 // out[J] = sum of in[j] over the members of window J (rows x channels blocks)
                 out.assign(std::size_t(ly.out_positions()) * rows * oc, 0.0f);
-                for (int w = 0; w < ly.out_positions(); ++w)
-                    for (int slot = 0; slot < ly.window_size; ++slot) {
-                        const int j = ly.members[w * ly.window_size + slot];
-                        if (j < 0) continue;
-                        const float* src = in.data() + std::size_t(j) * rows * ic;
-                        float* dst = out.data() + std::size_t(w) * rows * oc;
-                        for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
-                    }
+                ly.for_each_member([&](int w, int j) {
+                    const float* src = in.data() + std::size_t(j) * rows * ic;
+                    float* dst = out.data() + std::size_t(w) * rows * oc;
+                    for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                });
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
             }
@@ -322,13 +319,10 @@ struct cpu {
             d_in.assign(std::size_t(ly.in_positions()) * rows * ic, 0.0f);
             marginalize_positions(p, x, l, first, rows, d_out);
             if (ly.kind == layer_kind::pool) {
-                for (int w = 0; w < ly.out_positions(); ++w)
-                    for (int slot = 0; slot < ly.window_size; ++slot) {
-                        const int j = ly.members[w * ly.window_size + slot];
-                        if (j < 0) continue;
-                        std::copy_n(d_out.data() + std::size_t(w) * rows * oc, rows * oc,
-                                    d_in.data() + std::size_t(j) * rows * ic);
-                    }
+                ly.for_each_member([&](int w, int j) {
+                    std::copy_n(d_out.data() + std::size_t(w) * rows * oc, rows * oc,
+                                d_in.data() + std::size_t(j) * rows * ic);
+                });
             } else {
                 const auto& w = prep.layers[l];
                 const bool need_input = l > 0 || with_leaves;  // d rep feeds the leaves only
@@ -352,9 +346,7 @@ struct cpu {
                                const observations<float>& x, std::size_t first, std::size_t rows,
                                const std::vector<float>& d_rep, parameters<float>& grad) {
         const int m = p.components, s = p.patch_size();
-        std::vector<float> precision(theta.log_precision.size());
-        for (std::size_t i = 0; i < precision.size(); ++i)
-            precision[i] = std::exp(theta.log_precision[i]);
+        const std::vector<float>& precision = prep.precision;
         for (int i = 0; i < p.positions(); ++i)
             for (std::size_t b = 0; b < rows; ++b) {
                 const float* seed = d_rep.data() + (std::size_t(i) * rows + b) * m;

@@ -129,13 +129,10 @@ struct reference {
             out.assign(std::size_t(ly.out_positions()) * ly.out_channels, T(0));
             if (ly.kind == layer_kind::pool) {
                 // out[J, g] = sum of in[j, g] over the members j of window J
-                for (int w = 0; w < ly.out_positions(); ++w)
-                    for (int slot = 0; slot < ly.window_size; ++slot) {
-                        const int j = ly.members[w * ly.window_size + slot];
-                        if (j < 0) continue;
-                        for (int g = 0; g < ly.out_channels; ++g)
-                            out[w * ly.out_channels + g] += in[j * ly.in_channels + g];
-                    }
+                ly.for_each_member([&](int w, int j) {
+                    for (int g = 0; g < ly.out_channels; ++g)
+                        out[w * ly.out_channels + g] += in[j * ly.in_channels + g];
+                });
             } else {
                 conv_one(ly, weights[l], in, out);
             }
@@ -188,13 +185,10 @@ struct reference {
                     for (int g = 0; g < ly.out_channels; ++g) d_out[j * ly.out_channels + g] = T(0);
             if (ly.kind == layer_kind::pool) {
                 // pooling passes gradients through unchanged
-                for (int w = 0; w < ly.out_positions(); ++w)
-                    for (int slot = 0; slot < ly.window_size; ++slot) {
-                        const int j = ly.members[w * ly.window_size + slot];
-                        if (j < 0) continue;
-                        for (int g = 0; g < ly.out_channels; ++g)
-                            d_in[j * ly.in_channels + g] += d_out[w * ly.out_channels + g];
-                    }
+                ly.for_each_member([&](int w, int j) {
+                    for (int g = 0; g < ly.out_channels; ++g)
+                        d_in[j * ly.in_channels + g] += d_out[w * ly.out_channels + g];
+                });
             } else {
                 // p[g, a] = W[g, a] exp(in[a] - out[g]); d out[g]/d in[a] = p[g, a],
                 // d out[g]/d theta[g, a] = p[g, a] - W[g, a]. An output of -inf has no

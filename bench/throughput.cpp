@@ -151,6 +151,7 @@ struct settings {
     std::size_t train_batch = 128;
     std::vector<std::size_t> infer_batches = {128, 1024};
     double missing = 0.5;
+    double pixel_keep = 0.5, position_keep = 0.5;  // the recipe's random marginalisation
     std::uint64_t seed = 0;
     bool json = false;
 };
@@ -203,8 +204,10 @@ nlohmann::json run(const settings& s) {
     const double init_seconds =
         std::chrono::duration<double>(clock_type::now() - init_start).count();
 
-    tmm::training_options options;  // the recipe's Nadam, loss and marginalisation rates
+    tmm::training_options options;  // the recipe's Nadam and loss
     options.seed = s.seed;
+    options.pixel_keep = s.pixel_keep;
+    options.position_keep = s.position_keep;
     const std::vector<training_batch> batches =
         draw_training_batches(p, split.train, s.train_batch, 8, options);
 
@@ -393,6 +396,15 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(std::size_t(1), std::size_t(1) << 16));
     app.add_option("--missing", s.missing, "fraction of pixels missing (i.i.d.) in inference")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--train-pixel-keep", s.pixel_keep,
+                   "training: probability that a pixel stays observed (1: none marginalised)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--train-position-keep", s.position_keep,
+                   "training: probability that a position of the 8x8 level stays (1: none "
+                   "marginalised)")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 1.0));
     app.add_option("--seed", s.seed, "seed of the batches, masks and initialisation")

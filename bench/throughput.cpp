@@ -286,10 +286,12 @@ nlohmann::json run(const settings& s) {
         {"train_conv_gflops", 3 * flops * double(s.train_batch) / train.median() / 1e9},
         {"train_loss_last", last_loss},
         {"train_marginalisation",
-         fmt::format("pixels kept with probability {}, positions of "
-                     "layer {} ({} of them) with probability {}",
-                     options.pixel_keep, level, p.layers[level].out_positions(),
-                     options.position_keep)},
+         level < p.layers.size()
+             ? fmt::format("pixels kept with probability {}, positions of layer {} ({} of them) "
+                           "with probability {}",
+                           options.pixel_keep, level, p.layers[level].out_positions(),
+                           options.position_keep)
+             : fmt::format("pixels kept with probability {}", options.pixel_keep)},
         {"infer_missing_rate", s.missing},
     };
     for (std::size_t batch : s.infer_batches) {

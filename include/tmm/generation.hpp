@@ -258,9 +258,43 @@ class latent_tree {
             }
     }
 
-    // The most likely subtree of neuron (layer, position, channel) when nothing is observed:
-    // channels below it chosen by argmax on the max-product values of the prior; -1 outside.
+    // The most likely subtrees below layer `layer_index` when nothing is observed, for the
+    // neurons asked for: channel_of_position[j] is the channel of position j of that layer's
+    // output, or -1 for none. Choices are argmaxes on `prior_max`, the max-product values of
+    // the prior (upward_of_nothing); channels outside the subtrees are -1. Subtrees of
+    // different positions are disjoint, so asking for several at once answers each exactly.
+    latent_assignment most_likely_subtrees(const values& prior_max, int layer_index,
+                                           std::vector<int> channel_of_position) const {
+        check_neuron(layer_index, 0, 0);
+        const layer& ly = plan_.layers[layer_index];
+        if (channel_of_position.size() != std::size_t(ly.out_positions()))
+            throw input_error("tmm: layer " + std::to_string(layer_index) + " has " +
+                              std::to_string(ly.out_positions()) + " positions, got " +
+                              std::to_string(channel_of_position.size()) + " channels");
+        for (std::size_t j = 0; j < channel_of_position.size(); ++j)
+            if (channel_of_position[j] >= 0)
+                check_neuron(layer_index, int(j), channel_of_position[j]);
+        latent_assignment z;
+        z.channels.resize(plan_.layers.size() + 1);
+        z.channels[layer_index + 1] = std::move(channel_of_position);
+        descend_from(prior_max, layer_index, z, [](std::span<const T> w) {
+            return int(std::max_element(w.begin(), w.end()) - w.begin());
+        });
+        return z;
+    }
+
+    // The most likely subtree of the single neuron (layer, position, channel).
     latent_assignment most_likely_subtree(int layer_index, int position, int channel) const {
+        check_neuron(layer_index, position, channel);
+        values v;
+        upward_of_nothing(semiring::max_product, v);
+        std::vector<int> asked(plan_.layers[layer_index].out_positions(), -1);
+        asked[position] = channel;
+        return most_likely_subtrees(v, layer_index, std::move(asked));
+    }
+
+    // Throws input_error unless (layer, position, channel) names a neuron of the network.
+    void check_neuron(int layer_index, int position, int channel) const {
         const int layers = int(plan_.layers.size());
         if (layer_index < 0 || layer_index >= layers)
             throw input_error("tmm: layer " + std::to_string(layer_index) +
@@ -275,16 +309,21 @@ class latent_tree {
             throw input_error("tmm: channel " + std::to_string(channel) + " is out of range; " +
                               "layer " + std::to_string(layer_index) + " has channels 0.." +
                               std::to_string(ly.out_channels - 1));
-        values v;
-        upward_of_nothing(semiring::max_product, v);
-        latent_assignment z;
-        z.channels.resize(plan_.layers.size() + 1);
-        z.channels[layer_index + 1].assign(ly.out_positions(), -1);
-        z.channels[layer_index + 1][position] = channel;
-        descend_from(v, layer_index, z, [](std::span<const T> w) {
-            return int(std::max_element(w.begin(), w.end()) - w.begin());
-        });
-        return z;
+    }
+
+    // The image a (partial) assignment draws from its chosen components' modes: pixels under
+    // positions with a component are covered, the others stay 0 and uncovered.
+    void fill_modes(const latent_assignment& z, std::span<T> values_out,
+                    std::span<std::uint8_t> covered) const {
+        const int s = plan_.patch_size();
+        for (int i = 0; i < plan_.positions(); ++i) {
+            const int d = z.channels[0][i];
+            for (int k = 0; k < s; ++k)
+                if (const int pixel = plan_.pixel_of(i, k); pixel >= 0) {
+                    values_out[pixel] = d >= 0 ? mode(std::size_t(d) * s + k) : T(0);
+                    covered[pixel] = d >= 0;
+                }
+        }
     }
 
   private:
@@ -460,24 +499,9 @@ template <class T, class Upward>
 neuron_patch<T> most_likely_patch(const latent_tree<T, Upward>& tree, int layer_index, int position,
                                   int channel) {
     const plan& p = tree.structure();
-    const latent_assignment z = tree.most_likely_subtree(layer_index, position, channel);
     neuron_patch<T> result{std::vector<T>(p.pixels(), T(0)), std::vector<std::uint8_t>(p.pixels())};
-    // Every pixel inside the subtree's patches is filled from its component's mode: an
-    // observation with nothing observed asks fill_from for exactly that.
-    const std::vector<std::uint8_t> none(p.pixels(), 0);
-    const observations<T> nothing(1, result.values, none);
-    std::vector<T> filled(p.pixels(), T(0));
-    latent_assignment inside = z;
-    for (int& d : inside.channels[0]) d = std::max(d, 0);
-    tree.fill_from(inside, nothing, 0, filled, completion::most_probable, nullptr);
-    for (int i = 0; i < p.positions(); ++i) {
-        if (z.channels[0][i] < 0) continue;
-        for (int k = 0; k < p.patch_size(); ++k)
-            if (const int pixel = p.pixel_of(i, k); pixel >= 0) {
-                result.values[pixel] = filled[pixel];
-                result.covered[pixel] = 1;
-            }
-    }
+    tree.fill_modes(tree.most_likely_subtree(layer_index, position, channel), result.values,
+                    result.covered);
     return result;
 }
 
@@ -487,6 +511,21 @@ requires upward_pass<Upward, T> neuron_patch<T> most_likely_patch(const plan& p,
                                                                   int layer_index, int position,
                                                                   int channel) {
     return most_likely_patch(latent_tree<T, Upward>(p, theta), layer_index, position, channel);
+}
+
+// The most likely patches of channel `channel` at every position of layer `layer_index`, laid
+// out where their receptive fields lie: one image per channel of a layer.
+template <class T, class Upward>
+neuron_patch<T> most_likely_patches(const latent_tree<T, Upward>& tree,
+                                    const typename latent_tree<T, Upward>::values& prior_max,
+                                    int layer_index, int channel) {
+    const plan& p = tree.structure();
+    tree.check_neuron(layer_index, 0, channel);
+    neuron_patch<T> result{std::vector<T>(p.pixels(), T(0)), std::vector<std::uint8_t>(p.pixels())};
+    const std::vector<int> every(p.layers[layer_index].out_positions(), channel);
+    tree.fill_modes(tree.most_likely_subtrees(prior_max, layer_index, every), result.values,
+                    result.covered);
+    return result;
 }
 
 }  // namespace tmm

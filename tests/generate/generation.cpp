@@ -482,6 +482,21 @@ BOOST_AUTO_TEST_CASE(most_likely_patch_follows_the_best_subtree) {
             BOOST_TEST(got.values[i] == theta.mean[best.channels[0][i]],
                        "channel " << channel << " pixel " << i);
     }
+    // every position of the layer at once: each position's own best subtree, side by side
+    const tree t(p, theta);
+    tree::values prior_max;
+    t.upward_of_nothing(tmm::semiring::max_product, prior_max);
+    for (int channel = 0; channel < 2; ++channel) {
+        const auto got = tmm::most_likely_patches(t, prior_max, 2, channel);
+        BOOST_TEST((got.covered == std::vector<std::uint8_t>(4, 1)));
+        for (int position = 0; position < 2; ++position) {
+            std::vector<int> start = {-1, -1};
+            start[position] = channel;
+            const auto best = brute_force_best(p, w, ones, 2, start, 1.0);
+            for (int i = 2 * position; i < 2 * position + 2; ++i)
+                BOOST_TEST(got.values[i] == theta.mean[best.channels[0][i]]);
+        }
+    }
     BOOST_CHECK_THROW(tmm::most_likely_patch(p, theta, 5, 0, 0), tmm::input_error);
     BOOST_CHECK_THROW(tmm::most_likely_patch(p, theta, 2, 2, 0), tmm::input_error);
     BOOST_CHECK_THROW(tmm::most_likely_patch(p, theta, 2, 0, 2), tmm::input_error);

@@ -426,12 +426,17 @@ void for_each_item(std::size_t count, F&& f) {
 
 }  // namespace detail
 
+// What a drawn instance shows in each patch: values drawn from the chosen component (a true
+// sample), or that component's mode (the drawn hidden variables without the leaves' noise).
+enum class patch_values { drawn, modes };
+
 // `count` instances drawn from the model, count x plan.pixels() values: from P(X | y) when a
 // class is given, from P(X) otherwise. Sample n uses the stream item_seed(seed, n).
 template <class Upward = backends::reference, class T>
 requires upward_pass<Upward, T> std::vector<T> sample(const plan& p, const parameters<T>& theta,
                                                       std::size_t count, std::optional<int> label,
-                                                      std::uint64_t seed) {
+                                                      std::uint64_t seed,
+                                                      patch_values shown = patch_values::drawn) {
     const latent_tree<T, Upward> tree(p, theta);
     tree.check_label(label);
     std::vector<std::vector<T>> prior;
@@ -444,8 +449,9 @@ requires upward_pass<Upward, T> std::vector<T> sample(const plan& p, const param
     detail::for_each_item<T>(count, [&](std::size_t n, std::vector<std::vector<T>>&) {
         random_source rng(item_seed(seed, n));
         const latent_assignment z = tree.draw(prior, label, rng);
-        tree.fill_from(z, nothing, 0, std::span<T>(out).subspan(n * pixels, pixels),
-                       completion::sample, &rng);
+        tree.fill_from(
+            z, nothing, 0, std::span<T>(out).subspan(n * pixels, pixels),
+            shown == patch_values::drawn ? completion::sample : completion::most_probable, &rng);
     });
     return out;
 }
@@ -462,6 +468,10 @@ requires upward_pass<Upward, T> std::vector<T> complete(const plan& p, const par
     const latent_tree<T, Upward> tree(p, theta);
     tree.check_label(label);
     validate(p, x);
+    if (!x.kept_positions.empty())
+        throw input_error(
+            "tmm: the batch marginalises inner positions (kept_positions), which is for "
+            "training; generation conditions on pixel masks only");
     const std::size_t pixels = p.pixels();
     std::vector<T> out(x.count * pixels);
     detail::for_each_item<T>(x.count, [&](std::size_t b, std::vector<std::vector<T>>& v) {

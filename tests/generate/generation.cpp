@@ -519,6 +519,33 @@ BOOST_AUTO_TEST_CASE(a_saved_and_loaded_model_draws_the_same_samples) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(samples_shown_as_modes_are_component_means) {
+    // The hidden variables are drawn as before (same stream), only the leaves' noise is left
+    // out: each pixel is the mean of one component, and the component's frequency follows
+    // the prior tensor's marginal at that position.
+    const tmm::plan p = tmm::make_plan(tiny_ht);
+    engine rng(91);
+    const auto theta = model_parameters(p, rng);
+    const std::size_t n = 20000;
+    const auto modes = tmm::sample(p, theta, n, 0, 17, tmm::patch_values::modes);
+    const auto a = prior_tensors(p, theta);
+    const assignments d(p.positions(), p.components);
+    for (int i = 0; i < p.pixels(); ++i) {
+        std::size_t second = 0;
+        for (std::size_t s = 0; s < n; ++s) {
+            const double v = modes[s * p.pixels() + i];
+            BOOST_TEST_REQUIRE((v == theta.mean[0] || v == theta.mean[1]));
+            second += v == theta.mean[1];
+        }
+        double want = 0;  // P(d_i = 1 | y = 0)
+        for (std::size_t index = 0; index < d.count; ++index)
+            if (d.component(index, i) == 1) want += a[0][index];
+        // a binomial proportion within 5 standard errors
+        BOOST_TEST(std::abs(double(second) / n - want) < 5 * std::sqrt(want * (1 - want) / n),
+                   "pixel " << i << ": " << double(second) / n << " vs " << want);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(bad_requests_are_refused) {
     const tmm::plan p = tmm::make_plan(tiny_ht);
     const auto theta = tmm::zero_parameters<double>(p);
@@ -527,6 +554,13 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_refused) {
     const std::vector<double> short_image(3, 0.0);
     BOOST_CHECK_THROW(tmm::complete(p, theta, batch(short_image, {}, 1), tmm::completion::mean),
                       tmm::input_error);
+    // position marginalisation belongs to training, not to generation
+    const std::vector<double> image(4, 0.0);
+    const std::vector<std::uint8_t> kept = {1, 0};
+    auto x = batch(image, {}, 1);
+    x.marginalized_layer = 1;
+    x.kept_positions = kept;
+    BOOST_CHECK_THROW(tmm::complete(p, theta, x, tmm::completion::mean), tmm::input_error);
 }
 
 }  // namespace

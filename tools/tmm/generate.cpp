@@ -32,6 +32,7 @@ struct sample_command {
     std::size_t count = 10;
     std::uint64_t seed = 0;
     int scale = 3;
+    bool modes = false;
 };
 
 struct inpaint_command {
@@ -109,7 +110,8 @@ int run_sample(const sample_command& command) {
     for (std::size_t r = 0; r < labels.size(); ++r) {
         // Each class draws with its own seed, so a class's samples do not depend on the others.
         const auto samples =
-            sample(p, model.params, command.count, labels[r], item_seed(command.seed, labels[r]));
+            sample(p, model.params, command.count, labels[r], item_seed(command.seed, labels[r]),
+                   command.modes ? patch_values::modes : patch_values::drawn);
         for (std::size_t n = 0; n < command.count; ++n) {
             for (int i = 0; i < p.pixels(); ++i) grey[i] = to_pixel(samples[n * p.pixels() + i]);
             grid.set_tile(int(r) * rows_per_label + int(n) / per_row, int(n) % per_row, grey);
@@ -118,9 +120,9 @@ int run_sample(const sample_command& command) {
     write_png(command.png, grid);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    fmt::print("wrote {} ({} sample(s) of {}, seed {}, {:.1f} s)\n", command.png, command.count,
+    fmt::print("wrote {} ({} sample(s) of {}{}, seed {}, {:.1f} s)\n", command.png, command.count,
                command.label ? fmt::format("class {}", *command.label) : "every class",
-               command.seed, seconds);
+               command.modes ? ", patches shown as component means" : "", command.seed, seconds);
     return 0;
 }
 
@@ -293,6 +295,9 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->check(seed_number);
     sample_app->add_option("--scale", sample_options.scale, "screen pixels per image pixel")
         ->capture_default_str();
+    sample_app->add_flag("--modes", sample_options.modes,
+                         "draw the hidden variables as usual but show each patch's component "
+                         "mean instead of drawing its pixels (the leaves' noise left out)");
 
     inpaint_app = app.add_subcommand(
         "inpaint",

@@ -127,6 +127,11 @@ class latent_tree {
             log_weights_.push_back(p.layers[l].kind == layer_kind::conv
                                        ? log_weights(p.layers[l], theta.theta[l])
                                        : std::vector<T>{});
+        for (const auto& lw : log_weights_) {
+            weights_.emplace_back(lw.size());
+            for (std::size_t i = 0; i < lw.size(); ++i)
+                weights_.back()[i] = std::exp(double(lw[i]));
+        }
         if (p.leaves == leaf_kind::categorical) {
             const std::size_t v = p.values;
             leaf_.resize(theta.logits.size());
@@ -198,18 +203,7 @@ class latent_tree {
                         below[j * ly.in_channels + g] = q[w * ly.out_channels + g];
                 });
             } else {
-                const int ic = ly.in_channels, oc = ly.out_channels;
-                for (int j = 0; j < ly.in_positions(); ++j) {
-                    const T* lw =
-                        log_weights_[l].data() + std::size_t(ly.set_of_position[j]) * oc * ic;
-                    for (int g = 0; g < oc; ++g) {
-                        const T mass = q[j * oc + g], out = v[l + 1][j * oc + g];
-                        if (mass == T(0) || out == -std::numeric_limits<T>::infinity()) continue;
-                        for (int a = 0; a < ic; ++a)
-                            below[j * ic + a] +=
-                                mass * std::exp(lw[g * ic + a] + v[l][j * ic + a] - out);
-                    }
-                }
+                pass_posteriors_down(l, v, q, below);
             }
             q = std::move(below);
         }
@@ -331,7 +325,8 @@ class latent_tree {
     parameters<T> theta_;
     typename Upward::template prepared<T> prepared_;
     std::vector<std::vector<T>> log_weights_;
-    std::vector<T> leaf_;  // categorical leaves: log P(x_k = v | d), M x s x V
+    std::vector<std::vector<double>> weights_;  // W = exp(log W), for the posterior pass
+    std::vector<T> leaf_;                       // categorical leaves: log P(x_k = v | d), M x s x V
 
     static input_error impossible() {
         return input_error(
@@ -343,6 +338,41 @@ class latent_tree {
         std::vector<T> w(plan_.classes);
         for (int y = 0; y < plan_.classes; ++y) w[y] = theta_.log_prior[y] + v.back()[y];
         return w;
+    }
+
+    // q_in[j, a] = sum_g q_out[j, g] W[g, a] exp(in[j, a] - out[j, g]) for conv layer l,
+    // factored with m = max_a in[j, a] as exp(in[j, a] - m) sum_g (q_out[j, g]
+    // exp(m - out[j, g])) W[g, a]: one exp per channel instead of one per pair, in double.
+    // out <= m always (the weights sum to one), so the factor only grows; beyond e^600 that
+    // parent's terms are summed pair by pair instead.
+    void pass_posteriors_down(std::size_t l, const values& v, const std::vector<T>& q,
+                              std::vector<T>& below) const {
+        const layer& ly = plan_.layers[l];
+        const int ic = ly.in_channels, oc = ly.out_channels;
+        std::vector<double> sum(ic);
+        for (int j = 0; j < ly.in_positions(); ++j) {
+            const std::size_t set = ly.set_of_position[j];
+            const T* in = v[l].data() + std::size_t(j) * ic;
+            const T* lw = log_weights_[l].data() + set * oc * ic;
+            const double* w = weights_[l].data() + set * oc * ic;
+            const T m = *std::max_element(in, in + ic);
+            if (m == -std::numeric_limits<T>::infinity()) continue;  // no child possible
+            std::fill(sum.begin(), sum.end(), 0.0);
+            for (int g = 0; g < oc; ++g) {
+                const T mass = q[j * oc + g], out = v[l + 1][j * oc + g];
+                if (mass == T(0) || out == -std::numeric_limits<T>::infinity()) continue;
+                const double shift = double(m) - double(out);
+                if (shift > 600.0) {
+                    for (int a = 0; a < ic; ++a)
+                        below[j * ic + a] += mass * std::exp(lw[g * ic + a] + in[a] - out);
+                    continue;
+                }
+                const double factor = double(mass) * std::exp(shift);
+                for (int a = 0; a < ic; ++a) sum[a] += factor * w[g * ic + a];
+            }
+            for (int a = 0; a < ic; ++a)
+                below[j * ic + a] += T(sum[a] * std::exp(double(in[a]) - double(m)));
+        }
     }
 
     // The class (given, or chosen among log P(y) + out[y]), then every layer downwards.

@@ -442,6 +442,34 @@ BOOST_AUTO_TEST_CASE(conditional_mean_equals_the_posterior_expectation) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(posteriors_survive_transitions_of_probability_e_minus_612) {
+    // Position 0 observed at 0 where component 1 (mean 35) has density e^-612.5 against
+    // component 0's e^-0.92, but every term of conv 0 there picks component 0 only with
+    // weight e^-612: both explanations weigh about e^-613, so P(d_0 | x) is far from 0 and 1,
+    // and the factored posterior pass must take its exact path (the factor exceeds e^600).
+    const tmm::plan p = tmm::make_plan(tmm::cp<tmm::input<1, 2>, tmm::gaussians<2>, 1, 2, 1>);
+    auto theta = tmm::zero_parameters<double>(p);
+    theta.mean = {0.0, 35.0};
+    theta.theta[0] = {-612.0, 0.0, -612.0, 0.0, 0.3, -0.2, 1.0, 0.0};
+    theta.theta[2] = {0.2, -0.1};
+    const std::vector<double> values = {0.0, 0.0};
+    const std::vector<std::uint8_t> mask = {1, 0};
+    const auto cells = exact_cells(p, theta, values, mask, std::nullopt);
+    const assignments d(p.positions(), p.components);
+    const tree t(p, theta);
+    tree::values v;
+    t.upward(batch(values, mask, 1), 0, tmm::semiring::sum_product, v);
+    const auto q = t.component_posteriors(v, std::nullopt);
+    for (int i = 0; i < 2; ++i)
+        for (int c = 0; c < 2; ++c) {
+            double want = 0;
+            for (std::size_t index = 0; index < d.count; ++index)
+                if (d.component(index, i) == c) want += cells[index];
+            BOOST_TEST(close(q[i * 2 + c], want, 1e-9), "position " << i << " component " << c);
+        }
+    BOOST_TEST((cells[0] + cells[1] > 0.1 && cells[0] + cells[1] < 0.9));  // really balanced
+}
+
 BOOST_AUTO_TEST_CASE(conditional_mean_equals_quadrature) {
     // E[x2 | x1] = int x2 P(x1, x2) dx2 / int P(x1, x2) dx2, with P(x1, x2) from the
     // backend's class likelihoods and the prior: only the likelihood, no latent variable.

@@ -187,6 +187,7 @@ class latent_tree {
         const std::size_t top = plan_.layers.size();
         std::vector<T> q(plan_.classes, T(0));
         if (label) {
+            if (v.back()[*label] == -std::numeric_limits<T>::infinity()) throw impossible();
             q[*label] = T(1);
         } else {
             const std::vector<T> w = class_weights(v);

@@ -582,6 +582,20 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_refused) {
     const std::vector<double> short_image(3, 0.0);
     BOOST_CHECK_THROW(tmm::complete(p, theta, batch(short_image, {}, 1), tmm::completion::mean),
                       tmm::input_error);
+    // an observed symbol that no component can emit: nothing explains the image
+    const tmm::plan c = tmm::make_plan(tiny_categorical);
+    auto impossible = tmm::zero_parameters<double>(c);
+    for (int d = 0; d < c.components; ++d)
+        impossible.logits[std::size_t(d) * c.values + 2] = -std::numeric_limits<double>::infinity();
+    const std::vector<double> symbols = {2.0, 0.0, 1.0, 0.0};
+    const std::vector<std::uint8_t> first_missing = {1, 0, 1, 1};
+    for (auto how :
+         {tmm::completion::sample, tmm::completion::most_probable, tmm::completion::mean})
+        for (std::optional<int> label : {std::optional<int>{}, std::optional<int>{1}})
+            BOOST_CHECK_THROW(
+                tmm::complete(c, impossible, batch(symbols, first_missing, 1), how, 0, label),
+                tmm::input_error);
+
     // position marginalisation belongs to training, not to generation
     const std::vector<double> image(4, 0.0);
     const std::vector<std::uint8_t> kept = {1, 0};

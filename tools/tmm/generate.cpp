@@ -310,7 +310,7 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->required();
     inpaint_app
         ->add_option("--missing", inpaint_options.missing,
-                     "which test pixels are missing: iid:P, rects:N:W or delete:N (see "
+                     "which test pixels are missing: none, iid:P, rects:N:W or delete:N (see "
                      "tmm eval)")
         ->capture_default_str();
     inpaint_app

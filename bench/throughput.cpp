@@ -95,17 +95,6 @@ double conv_flops_per_image(const tmm::plan& p) {
     return flops;
 }
 
-// The layer whose output positions training marginalises at random: the recipe's 8x8 level,
-// chosen by the rule tmm::training_options::marginalized_layer documents (the output of the
-// first pooling layer that leaves more than one position).
-std::size_t marginalised_level(const tmm::plan& p) {
-    std::size_t inner = 0;
-    while (inner < p.layers.size() &&
-           (p.layers[inner].kind != tmm::layer_kind::pool || p.layers[inner].out_positions() == 1))
-        ++inner;
-    return inner;
-}
-
 // One training batch with its random marginalisation drawn in advance, so that the timed
 // step is the library's work alone (gradients and the optimiser), as in the peer.
 struct training_batch {
@@ -122,7 +111,7 @@ std::vector<training_batch> draw_training_batches(const tmm::plan& p,
     std::uniform_int_distribution<std::size_t> pick(0, train.count - 1);
     std::bernoulli_distribution keep(options.pixel_keep), keep_position(options.position_keep);
     const std::size_t pixels = std::size_t(p.pixels());
-    const std::size_t level = marginalised_level(p);
+    const std::size_t level = tmm::marginalized_level(p, options);
     const std::size_t positions = level < p.layers.size() ? p.layers[level].out_positions() : 0;
     std::vector<training_batch> batches(count);
     for (training_batch& b : batches) {
@@ -226,7 +215,7 @@ nlohmann::json run(const settings& s) {
 
     // training: gradients of the recipe's loss, then Nadam on every conv layer
     fmt::print(stderr, "throughput: training steps of batch {}\n", s.train_batch);
-    const std::size_t level = marginalised_level(p);
+    const std::size_t level = tmm::marginalized_level(p, options);
     tmm::nadam optimiser(options);
     tmm::parameters<float> grad;
     std::size_t step = 0;
@@ -236,20 +225,9 @@ nlohmann::json run(const settings& s) {
         tmm::observations<float> x(s.train_batch, b.values, b.observed);
         if (!b.kept_positions.empty())
             x.marginalized_layer = level, x.kept_positions = b.kept_positions;
-        tmm::backends::cpu::gradients(
-            p, theta, x,
-            [&](std::span<const float> out, std::span<float> dout) {
-                last_loss = tmm::classification_loss<float>(out, b.labels, theta.log_prior,
-                                                            options.generative_weight, dout);
-            },
-            grad, options.train_leaves);
-        if (!std::isfinite(last_loss))
-            throw std::runtime_error(
-                fmt::format("the training loss became {} at step {}", last_loss, step));
+        last_loss = tmm::training_step<tmm::backends::cpu>(p, theta, x, b.labels, options,
+                                                           optimiser, grad, step);
         ++step;
-        for (std::size_t l = 0; l < theta.theta.size(); ++l)
-            optimiser.step(theta.theta[l], grad.theta[l], 3 + l, options.learning_rate, step,
-                           options.weight_decay);
     });
     const double train_rss = peak_rss_mb();
 

@@ -39,14 +39,14 @@ struct cpu {
                                               const observations<float>& x) {
         validate(p, x);
         validate(p, theta);
-        const prepared prep(p, theta);
+        const prepared prep(p, theta, false);
         std::vector<float> out(x.count * p.classes);
         const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
             const std::size_t first = t * inference_tile;
             const std::size_t rows = std::min(inference_tile, x.count - first);
             thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
-            forward(p, prep, x, first, rows, ws);
+            forward(p, prep, x, first, rows, ws, false);
             copy_outputs(p, ws, first, rows, out);
         });
         return out;
@@ -58,7 +58,7 @@ struct cpu {
                                         parameters<float>& grad, bool leaf_gradients = true) {
         validate(p, x);
         validate(p, theta);
-        const prepared prep(p, theta);
+        const prepared prep(p, theta, true);
         const std::size_t tiles = (x.count + training_tile - 1) / training_tile;
         // Activations and per-tile gradients are reused from call to call on this thread:
         // training calls this once per step with the same shapes.
@@ -75,7 +75,7 @@ struct cpu {
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
             const std::size_t first = t * training_tile;
             const std::size_t rows = std::min(training_tile, x.count - first);
-            forward(p, prep, x, first, rows, ws[t]);
+            forward(p, prep, x, first, rows, ws[t], true);
             copy_outputs(p, ws[t], first, rows, out);
         });
 
@@ -139,25 +139,49 @@ struct cpu {
         for (; i < n; ++i) v[i] = std::exp(v[i]);
     }
 
-    // Weights in the three layouts the kernels read, computed once per call.
+    // log W and W = exp(log W) of one row of conv logits: log W = t - logsumexp(t).
+    static void normalize_row(const float* t, std::size_t in, float* lw, float* lin) {
+        const float m = *std::max_element(t, t + in);
+        for (std::size_t a = 0; a < in; ++a) lin[a] = t[a] - m;
+        exp_in_place(lin, in);
+        double sum = 0;
+        for (std::size_t a = 0; a < in; ++a) sum += lin[a];
+        const float norm = m + float(std::log(sum));
+        for (std::size_t a = 0; a < in; ++a) lw[a] = t[a] - norm;
+        std::copy_n(lw, in, lin);
+        exp_in_place(lin, in);
+    }
+
+    // Weights in the layouts the kernels read, computed and packed once per call and shared
+    // read-only by every tile.
     struct prepared {
         struct conv_weights {
-            std::vector<float> linear, transposed, log;  // sets x O x I, sets x I x O, sets x O x I
+            std::vector<float> linear, log;  // sets x O x I
+            // per set, the GEMMs' B operands: W^T for the forward pass, W for din (training)
+            cpu_kernels::detail::aligned_floats packed_forward, packed_backward;
+            std::size_t forward_size = 0, backward_size = 0;  // floats per set
+            const float* forward(std::size_t set) const {
+                return packed_forward.data() + set * forward_size;
+            }
+            const float* backward(std::size_t set) const {
+                return packed_backward.data() + set * backward_size;
+            }
         };
         std::vector<conv_weights> layers;
-        std::vector<float> leaf_log_probabilities;  // categorical: M x s x V
+        std::vector<float> leaf_log_probabilities;    // categorical: M x s x V
+        std::vector<float> leaf_log_probabilities_t;  // categorical: s x V x M
         std::vector<float> mean_t, half_log_precision_t, half_precision_t;  // Gaussian: s x M
         std::vector<float> precision;                                       // Gaussian: M x s
 
-        prepared(const plan& p, const parameters<float>& theta) : layers(p.layers.size()) {
+        prepared(const plan& p, const parameters<float>& theta, bool for_training)
+            : layers(p.layers.size()) {
             for (std::size_t l = 0; l < p.layers.size(); ++l) {
                 const layer& ly = p.layers[l];
                 if (ly.kind != layer_kind::conv) continue;
                 auto& w = layers[l];
                 const std::size_t o = ly.out_channels, in = ly.in_channels;
-                const std::size_t rows = std::size_t(ly.weight_sets) * o;
+                const std::size_t sets = ly.weight_sets, rows = sets * o;
                 w.linear.resize(rows * in);
-                w.transposed.resize(rows * in);
                 if (ly.fixed) {
                     w.log = log_weights(ly, theta.theta[l]);
                     w.linear = w.log;
@@ -165,25 +189,28 @@ struct cpu {
                 } else {
                     // log W = theta - logsumexp(theta) per row; W = exp(log W), vectorised
                     w.log.resize(rows * in);
-                    tbb::parallel_for(std::size_t(0), rows, [&](std::size_t r) {
-                        const float* t = theta.theta[l].data() + r * in;
-                        float* lw = w.log.data() + r * in;
-                        float* lin = w.linear.data() + r * in;
-                        const float m = *std::max_element(t, t + in);
-                        for (std::size_t a = 0; a < in; ++a) lin[a] = t[a] - m;
-                        exp_in_place(lin, in);
-                        double sum = 0;
-                        for (std::size_t a = 0; a < in; ++a) sum += lin[a];
-                        const float norm = m + float(std::log(sum));
-                        for (std::size_t a = 0; a < in; ++a) lw[a] = t[a] - norm;
-                        std::copy_n(lw, in, lin);
-                        exp_in_place(lin, in);
-                    });
+                    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, rows, 64),
+                                      [&](const tbb::blocked_range<std::size_t>& range) {
+                                          for (std::size_t r = range.begin(); r < range.end(); ++r)
+                                              normalize_row(theta.theta[l].data() + r * in, in,
+                                                            w.log.data() + r * in,
+                                                            w.linear.data() + r * in);
+                                      });
                 }
-                for (std::size_t set = 0; set < std::size_t(ly.weight_sets); ++set)
-                    for (std::size_t g = 0; g < o; ++g)
-                        for (std::size_t a = 0; a < in; ++a)
-                            w.transposed[(set * in + a) * o + g] = w.linear[(set * o + g) * in + a];
+                w.forward_size = cpu_kernels::mex_forward_packed_size(in, o);
+                w.packed_forward.get(sets * w.forward_size);
+                if (for_training) {
+                    w.backward_size = cpu_kernels::mex_backward_packed_size(in, o);
+                    w.packed_backward.get(sets * w.backward_size);
+                }
+                tbb::parallel_for(std::size_t(0), sets, [&](std::size_t set) {
+                    const float* linear = w.linear.data() + set * o * in;
+                    cpu_kernels::mex_pack_forward_weights(
+                        in, o, linear, w.packed_forward.data() + set * w.forward_size);
+                    if (for_training)
+                        cpu_kernels::mex_pack_backward_weights(
+                            in, o, linear, w.packed_backward.data() + set * w.backward_size);
+                });
             }
             // Gaussian leaves, coordinate-major so that loops over components are contiguous
             if (p.leaves == leaf_kind::gaussian) {
@@ -202,14 +229,20 @@ struct cpu {
                     }
             }
             if (p.leaves == leaf_kind::categorical) {
-                const std::size_t v = p.values;
+                const std::size_t v = p.values, m = p.components, s = p.patch_size();
                 leaf_log_probabilities.resize(theta.logits.size());
+                leaf_log_probabilities_t.resize(theta.logits.size());
                 for (std::size_t r = 0; r * v < theta.logits.size(); ++r) {
                     const std::span<const float> row(theta.logits.data() + r * v, v);
                     const float norm = log_sum_exp(row);
                     for (std::size_t i = 0; i < v; ++i)
                         leaf_log_probabilities[r * v + i] = row[i] - norm;
                 }
+                for (std::size_t d = 0; d < m; ++d)
+                    for (std::size_t k = 0; k < s; ++k)
+                        for (std::size_t i = 0; i < v; ++i)
+                            leaf_log_probabilities_t[(k * v + i) * m + d] =
+                                leaf_log_probabilities[(d * s + k) * v + i];
             }
         }
     };
@@ -225,40 +258,72 @@ struct cpu {
         std::copy_n(ws.acts.back().begin(), rows * p.classes, out.begin() + first * p.classes);
     }
 
+    // Log-densities of the leaves at every position: rep = positions x rows x M. A missing
+    // coordinate contributes log 1 = 0. Vectorised over the components.
     static void representation(const plan& p, const prepared& prep, const observations<float>& x,
                                std::size_t first, std::size_t rows, std::vector<float>& rep) {
-        const int m = p.components, s = p.patch_size();
-        rep.assign(std::size_t(p.positions()) * rows * m, 0.0f);
-        for (int i = 0; i < p.positions(); ++i)
+        using batch = xsimd::batch<float>;
+        constexpr std::size_t lanes = batch::size;
+        const std::size_t m = p.components, s = p.patch_size();
+        const bool gaussian = p.leaves == leaf_kind::gaussian;
+        rep.resize(std::size_t(p.positions()) * rows * m);
+        std::vector<int> pixels(s);
+        std::vector<std::size_t> seen_k(s);
+        std::vector<float> seen_v(s);
+        for (int i = 0; i < p.positions(); ++i) {
+            for (std::size_t k = 0; k < s; ++k) pixels[k] = p.pixel_of(i, int(k));
             for (std::size_t b = 0; b < rows; ++b) {
-                float* r = rep.data() + (std::size_t(i) * rows + b) * m;
-                for (int k = 0; k < s; ++k) {
-                    const int pixel = p.pixel_of(i, k);
-                    if (pixel < 0) continue;
-                    const std::size_t index = (first + b) * p.pixels() + pixel;
+                // the observed coordinates of this patch
+                std::size_t seen = 0;
+                for (std::size_t k = 0; k < s; ++k) {
+                    if (pixels[k] < 0) continue;
+                    const std::size_t index = (first + b) * p.pixels() + pixels[k];
                     if (!x.is_observed(index)) continue;
-                    const float v = x.values[index];
-                    if (p.leaves == leaf_kind::gaussian) {
-                        // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
-                        const float* mu = prep.mean_t.data() + k * m;
-                        const float* half = prep.half_log_precision_t.data() + k * m;
-                        const float* lam = prep.half_precision_t.data() + k * m;
-                        for (int d = 0; d < m; ++d) {
-                            const float diff = v - mu[d];
-                            r[d] += half[d] - lam[d] * diff * diff;
+                    seen_k[seen] = k, seen_v[seen] = x.values[index], ++seen;
+                }
+                float* r = rep.data() + (std::size_t(i) * rows + b) * m;
+                for (std::size_t d0 = 0; d0 < m; d0 += lanes) {
+                    const std::size_t width = std::min(lanes, m - d0);
+                    const auto load = [&](const float* at) {
+                        return width == lanes ? batch::load_unaligned(at)
+                                              : cpu_kernels::detail::load_partial(at, width, 0.0f);
+                    };
+                    batch acc(0.0f);
+                    for (std::size_t q = 0; q < seen; ++q) {
+                        const std::size_t k = seen_k[q];
+                        if (gaussian) {
+                            // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
+                            const batch diff = batch(seen_v[q]) - load(&prep.mean_t[k * m + d0]);
+                            acc += load(&prep.half_log_precision_t[k * m + d0]) -
+                                   load(&prep.half_precision_t[k * m + d0]) * diff * diff;
+                        } else {
+                            acc += load(&prep.leaf_log_probabilities_t
+                                             [(k * p.values + std::size_t(seen_v[q])) * m + d0]);
                         }
-                    } else {
-                        for (int d = 0; d < m; ++d)
-                            r[d] +=
-                                prep.leaf_log_probabilities[(std::size_t(d) * s + k) * p.values +
-                                                            std::size_t(v)];
                     }
+                    if (width == lanes)
+                        acc.store_unaligned(r + d0);
+                    else
+                        cpu_kernels::detail::store_partial(acc, r + d0, width);
                 }
             }
+        }
     }
 
+    // Whether conv layer l can be fused with the product pooling l + 1 that follows it: not
+    // when the conv's own output is marginalised by position.
+    static bool fused_with_pool(const plan& p, const observations<float>& x, std::size_t l) {
+        return l + 1 < p.layers.size() && p.layers[l].kind == layer_kind::conv &&
+               p.layers[l + 1].kind == layer_kind::pool &&
+               (x.kept_positions.empty() || x.marginalized_layer != l);
+    }
+
+    // acts[l + 1] = layer l of acts[l]. A conv followed by a pooling is fused with it: each
+    // window's output accumulates its members' conv outputs, which are kept (in acts[l + 1])
+    // only when `keep_conv_outputs` (training needs them for the backward pass).
     static void forward(const plan& p, const prepared& prep, const observations<float>& x,
-                        std::size_t first, std::size_t rows, workspace& ws) {
+                        std::size_t first, std::size_t rows, workspace& ws,
+                        bool keep_conv_outputs) {
         ws.acts.resize(p.layers.size() + 1);
         representation(p, prep, x, first, rows, ws.acts[0]);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
@@ -277,16 +342,39 @@ struct cpu {
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
             }
-            out.resize(std::size_t(ly.out_positions()) * rows * oc);
             const auto& w = prep.layers[l];
-            for (int j = 0; j < ly.in_positions(); ++j) {
+            const auto conv_at = [&](int j, float* conv_out, float* pooled, bool accumulate) {
                 const std::size_t set = ly.set_of_position[j];
-                cpu_kernels::mex_forward(rows, ic, oc, in.data() + j * rows * ic,
-                                         w.linear.data() + set * oc * ic,
-                                         w.transposed.data() + set * oc * ic,
-                                         w.log.data() + set * oc * ic, out.data() + j * rows * oc);
+                cpu_kernels::mex_forward_packed(rows, ic, oc, in.data() + j * rows * ic,
+                                                w.forward(set), w.log.data() + set * oc * ic,
+                                                conv_out, pooled, accumulate);
+            };
+            if (!fused_with_pool(p, x, l)) {
+                out.resize(std::size_t(ly.out_positions()) * rows * oc);
+                for (int j = 0; j < ly.in_positions(); ++j)
+                    conv_at(j, out.data() + j * rows * oc, nullptr, false);
+                marginalize_positions(p, x, l, first, rows, out);
+                continue;
             }
-            marginalize_positions(p, x, l, first, rows, out);
+            // fused: window by window, members in order (the sum of the unfused pooling)
+            const layer& pool = p.layers[l + 1];
+            std::vector<float>& pooled = ws.acts[l + 2];
+            pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
+            if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
+            for (int window = 0; window < pool.out_positions(); ++window) {
+                float* dst = pooled.data() + std::size_t(window) * rows * oc;
+                bool accumulate = false;
+                for (int slot = 0; slot < pool.window_size; ++slot) {
+                    const int j = pool.members[std::size_t(window) * pool.window_size + slot];
+                    if (j < 0) continue;
+                    conv_at(j, keep_conv_outputs ? out.data() + j * rows * oc : nullptr, dst,
+                            accumulate);
+                    accumulate = true;
+                }
+                if (!accumulate) std::fill_n(dst, rows * oc, 0.0f);  // only padded slots
+            }
+            marginalize_positions(p, x, l + 1, first, rows, pooled);
+            ++l;
         }
     }
 
@@ -329,10 +417,10 @@ struct cpu {
                 for (int j = 0; j < ly.in_positions(); ++j) {
                     const std::size_t set = ly.set_of_position[j];
                     float* dtheta = ly.fixed ? nullptr : grad.theta[l].data() + set * oc * ic;
-                    cpu_kernels::mex_backward(
+                    cpu_kernels::mex_backward_packed(
                         rows, ic, oc, ws.acts[l].data() + j * rows * ic,
                         ws.acts[l + 1].data() + j * rows * oc, d_out.data() + j * rows * oc,
-                        w.linear.data() + set * oc * ic, w.transposed.data() + set * oc * ic,
+                        w.linear.data() + set * oc * ic, w.backward(set),
                         w.log.data() + set * oc * ic,
                         need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
                 }

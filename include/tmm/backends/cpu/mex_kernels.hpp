@@ -82,6 +82,8 @@ class aligned_floats {
         }
         return data_.get();
     }
+    float* data() { return data_.get(); }
+    const float* data() const { return data_.get(); }
 
   private:
     static constexpr std::size_t alignment = 64;
@@ -422,27 +424,26 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
     return f(std::integral_constant<std::size_t, mex_nv>{});
 }
 
-// Forward pass with NV vectors per B panel (see mex_forward).
+// Forward pass with NV vectors per B panel (see mex_forward_packed).
 template <std::size_t NV>
 void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                        const float* weights_t, const float* log_weights, float* out) {
-    constexpr std::size_t nr = NV * mex_lanes;
+                        const float* packed_w_t, const float* log_weights, float* out,
+                        float* pooled, bool accumulate) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
-    const std::size_t o_padded = round_up(O, nr);
+    const std::size_t o_padded = round_up(O, NV * mex_lanes);
     const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
 
-    float* packed_w_t = scratch.packed_weights.get(o_padded * I);
     float* packed_e = scratch.packed_rows.get(chunk_padded * I);
     float* s = scratch.product.get(chunk_padded * o_padded);
     float* m = scratch.row_max.get(chunk_padded);
-    pack_b<NV>(I, O, weights_t, O, packed_w_t);
+    alignas(64) float lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
         const float* in_chunk = in + row0 * I;
-        float* out_chunk = out + row0 * O;
+        float* out_chunk = out != nullptr ? out + row0 * O : nullptr;
 
         // E[b,i] = exp(in[b,i] - m_b), m_b = max_i in[b,i], written straight into the packed A
         // layout; E's rows are at most 1 and sum to at least 1. A row of -inf gives zeros.
@@ -459,39 +460,52 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
         // S = E W^T.
         gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
 
-        // out = m + log S where S is large enough to be exact, else the exact logsumexp.
+        // out = m + log S where S is large enough to be exact, else the exact logsumexp; stored
+        // into out and/or added to (or, without accumulate, stored into) pooled.
         for (std::size_t b = 0; b < chunk; ++b) {
-            float* out_row = out_chunk + b * O;
-            if (m[b] == mex_minus_infinity) {
-                std::fill_n(out_row, O, mex_minus_infinity);
-                continue;
-            }
+            float* out_row = out != nullptr ? out_chunk + b * O : nullptr;
+            float* pooled_row = pooled != nullptr ? pooled + (row0 + b) * O : nullptr;
             const float* s_row = s + b * o_padded;
+            const float* in_row = in_chunk + b * I;
+            const bool empty_row = m[b] == mex_minus_infinity;
             const mex_batch shift(m[b]);
             for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                const mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
-                const mex_batch value = shift + log_of_normal(s_vec);
                 const std::size_t width = std::min(mex_lanes, O - o0);
-                if (width == mex_lanes)
-                    value.store_unaligned(out_row + o0);
-                else
-                    store_partial(value, out_row + o0, width);
-                if (xsimd::any(s_vec < mex_batch(threshold))) {
-                    for (std::size_t j = 0; j < width; ++j)
-                        if (s_row[o0 + j] < threshold)
-                            out_row[o0 + j] =
-                                exact_log_sum_exp(in_chunk + b * I, log_weights + (o0 + j) * I, I);
+                mex_batch value(mex_minus_infinity);
+                if (!empty_row) {
+                    const mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
+                    value = shift + log_of_normal(s_vec);
+                    if (xsimd::any(s_vec < mex_batch(threshold))) {
+                        value.store_aligned(lanes);
+                        for (std::size_t j = 0; j < width; ++j)
+                            if (s_row[o0 + j] < threshold)
+                                lanes[j] = exact_log_sum_exp(in_row, log_weights + (o0 + j) * I, I);
+                        value = mex_batch::load_aligned(lanes);
+                    }
+                }
+                if (width == mex_lanes) {
+                    if (out_row != nullptr) value.store_unaligned(out_row + o0);
+                    if (pooled_row != nullptr)
+                        (accumulate ? mex_batch::load_unaligned(pooled_row + o0) + value : value)
+                            .store_unaligned(pooled_row + o0);
+                } else {
+                    if (out_row != nullptr) store_partial(value, out_row + o0, width);
+                    if (pooled_row != nullptr)
+                        store_partial(
+                            accumulate ? load_partial(pooled_row + o0, width, 0.0f) + value : value,
+                            pooled_row + o0, width);
                 }
             }
         }
     }
 }
 
-// Backward pass with NV vectors per B panel (see mex_backward).
+// Backward pass with NV vectors per B panel (see mex_backward_packed).
 template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                          const float* out, const float* dout, const float* weights,
-                         const float* log_weights, float* din, float* dtheta) {
+                         const float* packed_w, const float* log_weights, float* din,
+                         float* dtheta) {
     constexpr std::size_t nr = NV * mex_lanes;
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
@@ -507,14 +521,11 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         dtheta != nullptr ? scratch.theta_product.get(o_padded * i_padded) : nullptr;
     float* dout_sum = scratch.dout_sum.get(o_padded);
     float* m = scratch.row_max.get(chunk_padded);
-    float* packed_w = nullptr;
     float* packed_g = nullptr;
     float* product = nullptr;
     if (din != nullptr) {
-        packed_w = scratch.packed_weights.get(i_padded * O);
         packed_g = scratch.packed_rows.get(chunk_padded * O);
         product = scratch.product.get(chunk_padded * i_padded);
-        pack_b<NV>(O, I, weights, I, packed_w);
     }
     std::fill_n(dout_sum, o_padded, 0.0f);
     auto& exact_entries = scratch.exact_entries;
@@ -687,30 +698,81 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
 
 }  // namespace detail
 
+// Packing of one weight set W (O x I, row-major) for the GEMMs, done once per set and shared
+// read-only by every call (and thread) that uses it. Sizes are in floats; the destination must
+// be 64-byte aligned.
+// The forward B operand (K = I, N = O): W^T in panels.
+inline std::size_t mex_forward_packed_size(std::size_t I, std::size_t O) {
+    return detail::with_panel_vectors(O, [&](auto nv) {
+        return detail::round_up(O, decltype(nv)::value * detail::mex_lanes) * I;
+    });
+}
+inline void mex_pack_forward_weights(std::size_t I, std::size_t O, const float* weights,
+                                     float* dst) {
+    detail::with_panel_vectors(O, [&](auto nv) {
+        constexpr std::size_t nr = decltype(nv)::value * detail::mex_lanes;
+        for (std::size_t n0 = 0; n0 < O; n0 += nr) {
+            float* panel = dst + n0 * I;
+            for (std::size_t k = 0; k < I; ++k)
+                for (std::size_t j = 0; j < nr; ++j)
+                    panel[k * nr + j] = n0 + j < O ? weights[(n0 + j) * I + k] : 0.0f;
+        }
+    });
+}
+// The B operand of din's GEMM (K = O, N = I): W itself in panels.
+inline std::size_t mex_backward_packed_size(std::size_t I, std::size_t O) {
+    return detail::with_panel_vectors(I, [&](auto nv) {
+        return detail::round_up(I, decltype(nv)::value * detail::mex_lanes) * O;
+    });
+}
+inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float* weights,
+                                      float* dst) {
+    detail::with_panel_vectors(
+        I, [&](auto nv) { detail::pack_b<decltype(nv)::value>(O, I, weights, I, dst); });
+}
+
 // Forward pass of one MEX layer at one weight set, single-threaded, float32, row-major:
 //   out[b,o] = log sum_i W[o,i] exp(in[b,i])        for b < rows, o < O.
-// in: rows x I log-activations (may hold -inf, never NaN or +inf); weights: W (O x I), each row
-// on the simplex; weights_t: the same W transposed (I x O); log_weights: log W (O x I, -inf where
+// in: rows x I log-activations (may hold -inf, never NaN or +inf); packed_w_t: W (O x I, each
+// row on the simplex) packed by mex_pack_forward_weights; log_weights: log W (O x I, -inf where
 // W is 0). A row of in that is entirely -inf gives an output row of -inf; an entry whose true
 // sum is zero (no term with both in and W nonzero) is -inf.
+// Results go to out (may be nullptr) and/or, fused with the product pooling that follows the
+// conv, to pooled (rows x O, may be nullptr): pooled = value, or pooled += value with
+// accumulate, so that a window's output sums its members' logs without writing them.
 // Method (design.md section 4): with m_b = max_i in[b,i] and E = exp(in - m), S = E W^T is a
 // GEMM and out = m + log S; entries with S < I 2^-102 (where flushed underflow could matter)
 // are recomputed as an exact max-shifted logsumexp_i(in[b,i] + log W[o,i]).
 // Scratch is thread_local and reused (a few hundred KiB to a few MiB per thread, by shape), so
 // concurrent calls from different threads on different data are safe. MXCSR is restored.
-inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                        const float* weights, const float* weights_t, const float* log_weights,
-                        float* out) {
-    static_cast<void>(weights);  // the fast path reads W^T, the fallback log W
+inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                               const float* packed_w_t, const float* log_weights, float* out,
+                               float* pooled = nullptr, bool accumulate = false) {
     if (rows == 0 || O == 0) return;
-    if (I == 0) {
-        std::fill_n(out, rows * O, detail::mex_minus_infinity);  // an empty sum
+    if (I == 0) {  // an empty sum
+        if (out != nullptr) std::fill_n(out, rows * O, detail::mex_minus_infinity);
+        if (pooled != nullptr) std::fill_n(pooled, rows * O, detail::mex_minus_infinity);
         return;
     }
     detail::with_panel_vectors(O, [&](auto nv) {
-        detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, weights_t, log_weights,
-                                                        out);
+        detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, packed_w_t, log_weights,
+                                                        out, pooled, accumulate);
     });
+}
+
+// mex_forward_packed with W (O x I) and its transpose weights_t (I x O) packed on each call.
+inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                        const float* weights, const float* weights_t, const float* log_weights,
+                        float* out) {
+    static_cast<void>(weights);  // the GEMM reads W^T, the fallback log W
+    if (rows == 0 || O == 0 || I == 0) {
+        mex_forward_packed(rows, I, O, in, nullptr, log_weights, out);
+        return;
+    }
+    float* packed = detail::thread_scratch().packed_weights.get(mex_forward_packed_size(I, O));
+    detail::with_panel_vectors(
+        O, [&](auto nv) { detail::pack_b<decltype(nv)::value>(I, O, weights_t, O, packed); });
+    mex_forward_packed(rows, I, O, in, packed, log_weights, out);
 }
 
 // Backward pass of mex_forward, single-threaded, float32, row-major. Given out (as computed by
@@ -720,17 +782,17 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 //   dtheta[o,i] += sum_b dout[b,o] (p[b,o,i] - W[o,i])     (accumulated), the gradient wrt the
 //                  parameters theta of log W = theta - logsumexp_i theta; dtheta may be
 //                  nullptr (fixed weights), which skips its GEMM.
+// packed_w: W packed by mex_pack_backward_weights (read only when din is not nullptr).
 // An entry with out[b,o] = -inf (the output is log 0, its gradient undefined) contributes
 // nothing to either; a row of in that is entirely -inf gets din = 0.
 // Method: with G = dout exp(m - out) = dout / S, din = E .* (G W) and
 // dtheta += W .* (G^T E - 1 sum_b dout), two GEMMs. Entries with S < 2^-40 (log S from out - m)
 // take an exact path, p = exp(in - out + log W), instead; on the GEMM path a term of din or
 // dtheta below about 2^-86 |dout| may be lost to exp underflow. Scratch as for mex_forward.
-inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                         const float* out, const float* dout, const float* weights,
-                         const float* weights_t, const float* log_weights, float* din,
-                         float* dtheta) {
-    static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
+inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                                const float* out, const float* dout, const float* weights,
+                                const float* packed_w, const float* log_weights, float* din,
+                                float* dtheta) {
     if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
     if (O == 0) {
         if (din != nullptr) std::fill_n(din, rows * I, 0.0f);
@@ -738,8 +800,22 @@ inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const f
     }
     detail::with_panel_vectors(I, [&](auto nv) {
         detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, weights,
-                                                         log_weights, din, dtheta);
+                                                         packed_w, log_weights, din, dtheta);
     });
+}
+
+// mex_backward_packed with W packed on each call (weights_t is not read).
+inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                         const float* out, const float* dout, const float* weights,
+                         const float* weights_t, const float* log_weights, float* din,
+                         float* dtheta) {
+    static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
+    float* packed = nullptr;
+    if (din != nullptr && rows > 0 && I > 0 && O > 0) {
+        packed = detail::thread_scratch().packed_weights.get(mex_backward_packed_size(I, O));
+        mex_pack_backward_weights(I, O, weights, packed);
+    }
+    mex_backward_packed(rows, I, O, in, out, dout, weights, packed, log_weights, din, dtheta);
 }
 
 }  // namespace tmm::backends::cpu_kernels

@@ -1,6 +1,8 @@
 // The CPU backend: the same network as the reference backend, evaluated in float32 with
-// vectorised log-space GEMM kernels (mex_kernels.hpp) and oneTBB over fixed tiles of the
-// batch, so that results do not depend on the number of threads.
+// vectorised log-space GEMM kernels (mex_kernels.hpp) and oneTBB. Inference works through
+// fixed tiles of the batch; training through the whole batch layer by layer, one task per
+// position or weight set. Either way every sum happens in an order fixed by the shapes alone,
+// so results do not depend on the number of threads.
 #pragma once
 
 // GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
@@ -30,10 +32,9 @@
 namespace tmm::backends {
 
 struct cpu {
-    // Images per task. Fixed (not derived from the thread count) so that every reduction
-    // happens in the same order whatever the machine.
+    // Images per inference task. Fixed (not derived from the thread count) so that every
+    // reduction happens in the same order whatever the machine.
     static constexpr std::size_t inference_tile = 64;
-    static constexpr std::size_t training_tile = 32;
 
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
@@ -46,12 +47,16 @@ struct cpu {
             const std::size_t first = t * inference_tile;
             const std::size_t rows = std::min(inference_tile, x.count - first);
             thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
-            forward(p, prep, x, first, rows, ws, false);
+            forward(p, prep, x, first, rows, ws, false, false);
             copy_outputs(p, ws, first, rows, out);
         });
         return out;
     }
 
+    // Training evaluates the whole batch layer by layer: a task computes one position (forward)
+    // or one weight set (backward) for every image, so each gradient is accumulated by one
+    // task in a fixed order whatever the number of threads, without per-tile partial copies
+    // of the parameters.
     template <class Seed>
     static std::vector<float> gradients(const plan& p, const parameters<float>& theta,
                                         const observations<float>& x, Seed&& seed,
@@ -59,57 +64,21 @@ struct cpu {
         validate(p, x);
         validate(p, theta);
         const prepared prep(p, theta, true);
-        const std::size_t tiles = (x.count + training_tile - 1) / training_tile;
-        // Activations and per-tile gradients are reused from call to call on this thread:
-        // training calls this once per step with the same shapes.
-        // (References, not the thread_locals themselves, go into the lambdas: a thread_local
-        // named inside a task would be the worker thread's own.)
-        thread_local std::vector<workspace> cached_workspaces;
-        thread_local std::vector<parameters<float>> cached_partials;
-        std::vector<workspace>& ws = cached_workspaces;
-        std::vector<parameters<float>>& partial = cached_partials;
-        if (ws.size() < tiles) ws.resize(tiles);
-        if (partial.size() < tiles) partial.resize(tiles);
-        std::vector<float> out(x.count * p.classes);
-
-        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
-            const std::size_t first = t * training_tile;
-            const std::size_t rows = std::min(training_tile, x.count - first);
-            forward(p, prep, x, first, rows, ws[t], true);
-            copy_outputs(p, ws[t], first, rows, out);
-        });
+        // Activations are reused from call to call on this thread: training calls this once
+        // per step with the same shapes. (A reference, not the thread_local itself, goes into
+        // the tasks: a thread_local named inside a task would be the worker thread's own.)
+        thread_local workspace cached_workspace;
+        workspace& ws = cached_workspace;
+        const std::size_t n = x.count;
+        forward(p, prep, x, 0, n, ws, true, true);
+        std::vector<float> out(n * p.classes);
+        copy_outputs(p, ws, 0, n, out);
 
         std::vector<float> dout(out.size(), 0.0f);
         seed(std::span<const float>(out), std::span<float>(dout));
 
-        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
-            const std::size_t first = t * training_tile;
-            const std::size_t rows = std::min(training_tile, x.count - first);
-            reset(p, partial[t]);
-            backward(p, theta, prep, x, first, rows, dout, ws[t], partial[t], leaf_gradients);
-        });
-
-        // sum the tiles' gradients in tile order, in parallel over parameter ranges
-        grad = partial[0];
-        auto reduce = [&](std::vector<float>& into, auto member) {
-            tbb::parallel_for(tbb::blocked_range<std::size_t>(0, into.size(), 4096),
-                              [&](const tbb::blocked_range<std::size_t>& r) {
-                                  for (std::size_t t = 1; t < tiles; ++t) {
-                                      const std::vector<float>& from = member(partial[t]);
-                                      for (std::size_t i = r.begin(); i < r.end(); ++i)
-                                          into[i] += from[i];
-                                  }
-                              });
-        };
-        reduce(
-            grad.mean, [](parameters<float> & q) -> auto& { return q.mean; });
-        reduce(
-            grad.log_precision, [](parameters<float> & q) -> auto& { return q.log_precision; });
-        reduce(
-            grad.logits, [](parameters<float> & q) -> auto& { return q.logits; });
-        for (std::size_t l = 0; l < grad.theta.size(); ++l)
-            reduce(
-                grad.theta[l], [l](parameters<float> & q) -> auto& { return q.theta[l]; });
+        reset(p, grad);
+        backward(p, theta, prep, x, n, dout, ws, grad, leaf_gradients);
         return out;
     }
 
@@ -261,17 +230,18 @@ struct cpu {
     // Log-densities of the leaves at every position: rep = positions x rows x M. A missing
     // coordinate contributes log 1 = 0. Vectorised over the components.
     static void representation(const plan& p, const prepared& prep, const observations<float>& x,
-                               std::size_t first, std::size_t rows, std::vector<float>& rep) {
+                               std::size_t first, std::size_t rows, std::vector<float>& rep,
+                               bool parallel) {
         using batch = xsimd::batch<float>;
         constexpr std::size_t lanes = batch::size;
         const std::size_t m = p.components, s = p.patch_size();
         const bool gaussian = p.leaves == leaf_kind::gaussian;
         rep.resize(std::size_t(p.positions()) * rows * m);
-        std::vector<int> pixels(s);
-        std::vector<std::size_t> seen_k(s);
-        std::vector<float> seen_v(s);
-        for (int i = 0; i < p.positions(); ++i) {
-            for (std::size_t k = 0; k < s; ++k) pixels[k] = p.pixel_of(i, int(k));
+        for_each_index(parallel, p.positions(), [&](std::size_t i) {
+            std::vector<int> pixels(s);
+            std::vector<std::size_t> seen_k(s);
+            std::vector<float> seen_v(s);
+            for (std::size_t k = 0; k < s; ++k) pixels[k] = p.pixel_of(int(i), int(k));
             for (std::size_t b = 0; b < rows; ++b) {
                 // the observed coordinates of this patch
                 std::size_t seen = 0;
@@ -307,7 +277,16 @@ struct cpu {
                         cpu_kernels::detail::store_partial(acc, r + d0, width);
                 }
             }
-        }
+        });
+    }
+
+    // f(i) for i < n, in parallel (oneTBB) or in order.
+    template <class F>
+    static void for_each_index(bool parallel, std::size_t n, F&& f) {
+        if (parallel)
+            tbb::parallel_for(std::size_t(0), n, [&](std::size_t i) { f(i); });
+        else
+            for (std::size_t i = 0; i < n; ++i) f(i);
     }
 
     // Whether conv layer l can be fused with the product pooling l + 1 that follows it: not
@@ -322,10 +301,10 @@ struct cpu {
     // window's output accumulates its members' conv outputs, which are kept (in acts[l + 1])
     // only when `keep_conv_outputs` (training needs them for the backward pass).
     static void forward(const plan& p, const prepared& prep, const observations<float>& x,
-                        std::size_t first, std::size_t rows, workspace& ws,
-                        bool keep_conv_outputs) {
+                        std::size_t first, std::size_t rows, workspace& ws, bool keep_conv_outputs,
+                        bool parallel) {
         ws.acts.resize(p.layers.size() + 1);
-        representation(p, prep, x, first, rows, ws.acts[0]);
+        representation(p, prep, x, first, rows, ws.acts[0], parallel);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -333,11 +312,16 @@ struct cpu {
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
             if (ly.kind == layer_kind::pool) {
                 // out[J] = sum of in[j] over the members of window J (rows x channels blocks)
-                out.assign(std::size_t(ly.out_positions()) * rows * oc, 0.0f);
-                ly.for_each_member([&](int w, int j) {
-                    const float* src = in.data() + std::size_t(j) * rows * ic;
-                    float* dst = out.data() + std::size_t(w) * rows * oc;
-                    for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                out.resize(std::size_t(ly.out_positions()) * rows * oc);
+                for_each_index(parallel, ly.out_positions(), [&](std::size_t window) {
+                    float* dst = out.data() + window * rows * oc;
+                    std::fill_n(dst, rows * oc, 0.0f);
+                    for (int slot = 0; slot < ly.window_size; ++slot) {
+                        const int j = ly.members[window * ly.window_size + slot];
+                        if (j < 0) continue;
+                        const float* src = in.data() + std::size_t(j) * rows * ic;
+                        for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                    }
                 });
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
@@ -351,8 +335,9 @@ struct cpu {
             };
             if (!fused_with_pool(p, x, l)) {
                 out.resize(std::size_t(ly.out_positions()) * rows * oc);
-                for (int j = 0; j < ly.in_positions(); ++j)
-                    conv_at(j, out.data() + j * rows * oc, nullptr, false);
+                for_each_index(parallel, ly.in_positions(), [&](std::size_t j) {
+                    conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
+                });
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
             }
@@ -361,18 +346,18 @@ struct cpu {
             std::vector<float>& pooled = ws.acts[l + 2];
             pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
-            for (int window = 0; window < pool.out_positions(); ++window) {
-                float* dst = pooled.data() + std::size_t(window) * rows * oc;
+            for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
+                float* dst = pooled.data() + window * rows * oc;
                 bool accumulate = false;
                 for (int slot = 0; slot < pool.window_size; ++slot) {
-                    const int j = pool.members[std::size_t(window) * pool.window_size + slot];
+                    const int j = pool.members[window * pool.window_size + slot];
                     if (j < 0) continue;
                     conv_at(j, keep_conv_outputs ? out.data() + j * rows * oc : nullptr, dst,
                             accumulate);
                     accumulate = true;
                 }
                 if (!accumulate) std::fill_n(dst, rows * oc, 0.0f);  // only padded slots
-            }
+            });
             marginalize_positions(p, x, l + 1, first, rows, pooled);
             ++l;
         }
@@ -392,50 +377,87 @@ struct cpu {
                     std::fill_n(act.data() + (j * rows + b) * channels, channels, 0.0f);
     }
 
+    // Gradients of the whole batch (rows images from the first), layer by layer from the top;
+    // grad must be zero on entry.
     static void backward(const plan& p, const parameters<float>& theta, const prepared& prep,
-                         const observations<float>& x, std::size_t first, std::size_t rows,
+                         const observations<float>& x, std::size_t rows,
                          const std::vector<float>& dout_all, workspace& ws, parameters<float>& grad,
                          bool with_leaves) {
         // gradient with respect to the last activations: rows x K, from the caller's seed
         std::vector<float>& d_out = ws.d_out;
         std::vector<float>& d_in = ws.d_in;
-        d_out.assign(dout_all.begin() + first * p.classes,
-                     dout_all.begin() + (first + rows) * p.classes);
+        d_out.assign(dout_all.begin(), dout_all.begin() + rows * p.classes);
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
-            d_in.assign(std::size_t(ly.in_positions()) * rows * ic, 0.0f);
-            marginalize_positions(p, x, l, first, rows, d_out);
+            d_in.resize(std::size_t(ly.in_positions()) * rows * ic);  // every block is written
+            marginalize_positions(p, x, l, 0, rows, d_out);
             if (ly.kind == layer_kind::pool) {
-                ly.for_each_member([&](int w, int j) {
-                    std::copy_n(d_out.data() + std::size_t(w) * rows * oc, rows * oc,
-                                d_in.data() + std::size_t(j) * rows * ic);
+                for_each_index(true, ly.out_positions(), [&](std::size_t window) {
+                    for (int slot = 0; slot < ly.window_size; ++slot)
+                        if (const int j = ly.members[window * ly.window_size + slot]; j >= 0)
+                            std::copy_n(d_out.data() + window * rows * oc, rows * oc,
+                                        d_in.data() + std::size_t(j) * rows * ic);
                 });
             } else {
                 const auto& w = prep.layers[l];
                 const bool need_input = l > 0 || with_leaves;  // d rep feeds the leaves only
-                for (int j = 0; j < ly.in_positions(); ++j) {
-                    const std::size_t set = ly.set_of_position[j];
+                // one task per weight set: its positions in order accumulate its gradient
+                for_each_index(true, ly.weight_sets, [&](std::size_t set) {
                     float* dtheta = ly.fixed ? nullptr : grad.theta[l].data() + set * oc * ic;
-                    cpu_kernels::mex_backward_packed(
-                        rows, ic, oc, ws.acts[l].data() + j * rows * ic,
-                        ws.acts[l + 1].data() + j * rows * oc, d_out.data() + j * rows * oc,
-                        w.linear.data() + set * oc * ic, w.backward(set),
-                        w.log.data() + set * oc * ic,
-                        need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
-                }
+                    for (int j = 0; j < ly.in_positions(); ++j) {
+                        if (std::size_t(ly.set_of_position[j]) != set) continue;
+                        cpu_kernels::mex_backward_packed(
+                            rows, ic, oc, ws.acts[l].data() + j * rows * ic,
+                            ws.acts[l + 1].data() + j * rows * oc, d_out.data() + j * rows * oc,
+                            w.linear.data() + set * oc * ic, w.backward(set),
+                            w.log.data() + set * oc * ic,
+                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
+                    }
+                });
+                if (!need_input) d_in.clear();
             }
             std::swap(d_out, d_in);
         }
-        if (with_leaves) leaf_gradients(p, theta, prep, x, first, rows, d_out, grad);
+        if (with_leaves) leaf_gradients_by_blocks(p, theta, prep, x, rows, d_out, grad);
+    }
+
+    // The leaves' gradients, in parallel over fixed blocks of positions, each into its own
+    // partial sums, added in block order (the same result whatever the threads).
+    static void leaf_gradients_by_blocks(const plan& p, const parameters<float>& theta,
+                                         const prepared& prep, const observations<float>& x,
+                                         std::size_t rows, const std::vector<float>& d_rep,
+                                         parameters<float>& grad) {
+        constexpr std::size_t positions_per_block = 16;
+        const std::size_t blocks =
+            (std::size_t(p.positions()) + positions_per_block - 1) / positions_per_block;
+        std::vector<parameters<float>> partial(blocks);
+        tbb::parallel_for(std::size_t(0), blocks, [&](std::size_t block) {
+            parameters<float>& g = partial[block];
+            g.mean.assign(grad.mean.size(), 0.0f);
+            g.log_precision.assign(grad.log_precision.size(), 0.0f);
+            g.logits.assign(grad.logits.size(), 0.0f);
+            const std::size_t begin = block * positions_per_block;
+            const std::size_t end =
+                std::min(begin + positions_per_block, std::size_t(p.positions()));
+            leaf_gradients(p, theta, prep, x, begin, end, rows, d_rep, g);
+        });
+        for (const parameters<float>& g : partial) {
+            for (std::size_t i = 0; i < g.mean.size(); ++i) grad.mean[i] += g.mean[i];
+            for (std::size_t i = 0; i < g.log_precision.size(); ++i)
+                grad.log_precision[i] += g.log_precision[i];
+            for (std::size_t i = 0; i < g.logits.size(); ++i) grad.logits[i] += g.logits[i];
+        }
     }
 
     static void leaf_gradients(const plan& p, const parameters<float>& theta, const prepared& prep,
-                               const observations<float>& x, std::size_t first, std::size_t rows,
+                               const observations<float>& x, std::size_t first_position,
+                               std::size_t end_position, std::size_t rows,
                                const std::vector<float>& d_rep, parameters<float>& grad) {
         const int m = p.components, s = p.patch_size();
         const std::vector<float>& precision = prep.precision;
-        for (int i = 0; i < p.positions(); ++i)
+        const std::size_t first = 0;  // the whole batch
+        for (int i = int(first_position); i < int(end_position); ++i)
             for (std::size_t b = 0; b < rows; ++b) {
                 const float* seed = d_rep.data() + (std::size_t(i) * rows + b) * m;
                 for (int k = 0; k < s; ++k) {

@@ -18,6 +18,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -39,8 +40,7 @@ struct cpu {
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
         validate(p, x);
-        validate(p, theta);
-        const prepared prep(p, theta, false);
+        const prepared prep = prepare(p, theta, false);
         std::vector<float> out(x.count * p.classes);
         const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
@@ -62,8 +62,7 @@ struct cpu {
                                         const observations<float>& x, Seed&& seed,
                                         parameters<float>& grad, bool leaf_gradients = true) {
         validate(p, x);
-        validate(p, theta);
-        const prepared prep(p, theta, true);
+        const prepared prep = prepare(p, theta, true);
         // Activations are reused from call to call on this thread: training calls this once
         // per step with the same shapes. (A reference, not the thread_local itself, goes into
         // the tasks: a thread_local named inside a task would be the worker thread's own.)
@@ -108,17 +107,77 @@ struct cpu {
         for (; i < n; ++i) v[i] = std::exp(v[i]);
     }
 
-    // log W and W = exp(log W) of one row of conv logits: log W = t - logsumexp(t).
-    static void normalize_row(const float* t, std::size_t in, float* lw, float* lin) {
-        const float m = *std::max_element(t, t + in);
-        for (std::size_t a = 0; a < in; ++a) lin[a] = t[a] - m;
-        exp_in_place(lin, in);
-        double sum = 0;
-        for (std::size_t a = 0; a < in; ++a) sum += lin[a];
-        const float norm = m + float(std::log(sum));
-        for (std::size_t a = 0; a < in; ++a) lw[a] = t[a] - norm;
-        std::copy_n(lw, in, lin);
-        exp_in_place(lin, in);
+    // log W and W = exp(log W) of one row of conv logits t: log W = t - logsumexp(t).
+    // False (and nothing written) when the row holds NaN or +inf or is entirely -inf, values
+    // that validate() refuses.
+    static bool normalize_row(const float* t, std::size_t in, float* lw, float* lin) {
+        using batch = xsimd::batch<float>;
+        using cpu_kernels::detail::load_partial;
+        constexpr std::size_t lanes = batch::size;
+        constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
+        const batch plus_infinity(std::numeric_limits<float>::infinity());
+        const auto load = [&](const float* at, std::size_t width, float fill) {
+            return width == lanes ? batch::load_unaligned(at) : load_partial(at, width, fill);
+        };
+        const auto store = [&](const batch& v, float* at, std::size_t width) {
+            if (width == lanes)
+                v.store_unaligned(at);
+            else
+                cpu_kernels::detail::store_partial(v, at, width);
+        };
+        batch top(minus_infinity);
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const batch v = load(t + a, std::min(lanes, in - a), minus_infinity);
+            if (xsimd::any(xsimd::isnan(v) | (v == plus_infinity))) return false;
+            top = xsimd::max(top, v);
+        }
+        const float m = cpu_kernels::detail::horizontal_max(top);
+        if (m == minus_infinity) return false;
+        batch sum(0.0f);
+        for (std::size_t a = 0; a < in; a += lanes)
+            sum += xsimd::exp(load(t + a, std::min(lanes, in - a), minus_infinity) - batch(m));
+        const batch norm(m + std::log(xsimd::hadd(sum)));
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const std::size_t width = std::min(lanes, in - a);
+            const batch log_w = load(t + a, width, minus_infinity) - norm;
+            store(log_w, lw + a, width);
+            store(xsimd::exp(log_w), lin + a, width);
+        }
+        return true;
+    }
+
+    // Whether every array of theta has the size p needs and the leaves' values are allowed (as
+    // validate() decides; the conv logits are checked while they are normalised).
+    static bool leaves_and_sizes_fit(const plan& p, const parameters<float>& theta) {
+        const std::size_t leaf = std::size_t(p.components) * p.patch_size();
+        const bool gaussian = p.leaves == leaf_kind::gaussian;
+        if (theta.mean.size() != (gaussian ? leaf : 0) ||
+            theta.log_precision.size() != (gaussian ? leaf : 0) ||
+            theta.logits.size() != (gaussian ? 0 : leaf * p.values) ||
+            theta.log_prior.size() != std::size_t(p.classes) ||
+            theta.theta.size() != p.layers.size())
+            return false;
+        for (std::size_t l = 0; l < p.layers.size(); ++l)
+            if (theta.theta[l].size() != p.layers[l].weight_count()) return false;
+        const auto finite = [](const std::vector<float>& a) {
+            return std::all_of(a.begin(), a.end(), [](float v) { return std::isfinite(v); });
+        };
+        // rows of log-probabilities: no NaN or +inf, and not all -inf
+        const auto distributions = [](const std::vector<float>& a, std::size_t row) {
+            for (std::size_t start = 0; start < a.size(); start += row) {
+                bool some = false;
+                for (std::size_t i = start; i < start + row; ++i) {
+                    if (std::isnan(a[i]) || a[i] == std::numeric_limits<float>::infinity())
+                        return false;
+                    some = some || a[i] != -std::numeric_limits<float>::infinity();
+                }
+                if (!some) return false;
+            }
+            return true;
+        };
+        return finite(theta.mean) && finite(theta.log_precision) &&
+               distributions(theta.logits, std::size_t(p.values)) &&
+               distributions(theta.log_prior, std::size_t(p.classes));
     }
 
     // Weights in the layouts the kernels read, computed and packed once per call and shared
@@ -141,6 +200,7 @@ struct cpu {
         std::vector<float> leaf_log_probabilities_t;  // categorical: s x V x M
         std::vector<float> mean_t, half_log_precision_t, half_precision_t;  // Gaussian: s x M
         std::vector<float> precision;                                       // Gaussian: M x s
+        bool valid = true;  // false: a conv logit that validate() refuses (nothing else is set)
 
         prepared(const plan& p, const parameters<float>& theta, bool for_training)
             : layers(p.layers.size()) {
@@ -158,13 +218,19 @@ struct cpu {
                 } else {
                     // log W = theta - logsumexp(theta) per row; W = exp(log W), vectorised
                     w.log.resize(rows * in);
-                    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, rows, 64),
-                                      [&](const tbb::blocked_range<std::size_t>& range) {
-                                          for (std::size_t r = range.begin(); r < range.end(); ++r)
-                                              normalize_row(theta.theta[l].data() + r * in, in,
-                                                            w.log.data() + r * in,
-                                                            w.linear.data() + r * in);
-                                      });
+                    std::atomic<bool> rows_valid = true;
+                    tbb::parallel_for(
+                        tbb::blocked_range<std::size_t>(0, rows, 64),
+                        [&](const tbb::blocked_range<std::size_t>& range) {
+                            for (std::size_t r = range.begin(); r < range.end(); ++r)
+                                if (!normalize_row(theta.theta[l].data() + r * in, in,
+                                                   w.log.data() + r * in, w.linear.data() + r * in))
+                                    rows_valid = false;
+                        });
+                    if (!rows_valid) {
+                        valid = false;
+                        return;  // prepare() has validate() throw
+                    }
                 }
                 w.forward_size = cpu_kernels::mex_forward_packed_size(in, o);
                 w.packed_forward.get(sets * w.forward_size);
@@ -215,6 +281,15 @@ struct cpu {
             }
         }
     };
+
+    // The parameters checked and prepared in one pass over them: anything validate() would
+    // refuse sends them through validate(), which throws the precise error.
+    static prepared prepare(const plan& p, const parameters<float>& theta, bool for_training) {
+        if (!leaves_and_sizes_fit(p, theta)) validate(p, theta);
+        prepared prep(p, theta, for_training);
+        if (!prep.valid) validate(p, theta);
+        return prep;
+    }
 
     // Activations of one tile, layer by layer: positions x rows x channels.
     struct workspace {

@@ -28,6 +28,7 @@
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
+#include "leaf_kernels.hpp"
 #include "mex_kernels.hpp"
 
 namespace tmm::backends {
@@ -201,6 +202,7 @@ struct cpu {
         std::vector<float> mean_t, half_log_precision_t, half_precision_t;  // Gaussian: s x M
         std::vector<float> precision;                                       // Gaussian: M x s
         bool valid = true;  // false: a conv logit that validate() refuses (nothing else is set)
+        cpu_kernels::leaf_tables tables;  // pointing into the arrays above
 
         prepared(const plan& p, const parameters<float>& theta, bool for_training)
             : layers(p.layers.size()) {
@@ -247,6 +249,10 @@ struct cpu {
                             in, o, linear, w.packed_backward.data() + set * w.backward_size);
                 });
             }
+            tables.components = p.components;
+            tables.coordinates = p.patch_size();
+            tables.values = p.values;
+            tables.gaussian = p.leaves == leaf_kind::gaussian;
             // Gaussian leaves, coordinate-major so that loops over components are contiguous
             if (p.leaves == leaf_kind::gaussian) {
                 const std::size_t m = p.components, s = p.patch_size();
@@ -279,6 +285,11 @@ struct cpu {
                             leaf_log_probabilities_t[(k * v + i) * m + d] =
                                 leaf_log_probabilities[(d * s + k) * v + i];
             }
+            // (moving a prepared moves the vectors' storage with it: the pointers stay valid)
+            tables.mean_t = mean_t.data();
+            tables.half_log_precision_t = half_log_precision_t.data();
+            tables.half_precision_t = half_precision_t.data();
+            tables.log_probabilities_t = leaf_log_probabilities_t.data();
         }
     };
 
@@ -303,56 +314,27 @@ struct cpu {
     }
 
     // Log-densities of the leaves at every position: rep = positions x rows x M. A missing
-    // coordinate contributes log 1 = 0. Vectorised over the components.
+    // coordinate contributes log 1 = 0.
     static void representation(const plan& p, const prepared& prep, const observations<float>& x,
                                std::size_t first, std::size_t rows, std::vector<float>& rep,
                                bool parallel) {
-        using batch = xsimd::batch<float>;
-        constexpr std::size_t lanes = batch::size;
-        const std::size_t m = p.components, s = p.patch_size();
-        const bool gaussian = p.leaves == leaf_kind::gaussian;
+        const std::size_t m = p.components;
         rep.resize(std::size_t(p.positions()) * rows * m);
         for_each_index(parallel, p.positions(), [&](std::size_t i) {
-            std::vector<int> pixels(s);
-            std::vector<std::size_t> seen_k(s);
-            std::vector<float> seen_v(s);
-            for (std::size_t k = 0; k < s; ++k) pixels[k] = p.pixel_of(int(i), int(k));
-            for (std::size_t b = 0; b < rows; ++b) {
-                // the observed coordinates of this patch
-                std::size_t seen = 0;
-                for (std::size_t k = 0; k < s; ++k) {
-                    if (pixels[k] < 0) continue;
-                    const std::size_t index = (first + b) * p.pixels() + pixels[k];
-                    if (!x.is_observed(index)) continue;
-                    seen_k[seen] = k, seen_v[seen] = x.values[index], ++seen;
-                }
-                float* r = rep.data() + (std::size_t(i) * rows + b) * m;
-                for (std::size_t d0 = 0; d0 < m; d0 += lanes) {
-                    const std::size_t width = std::min(lanes, m - d0);
-                    const auto load = [&](const float* at) {
-                        return width == lanes ? batch::load_unaligned(at)
-                                              : cpu_kernels::detail::load_partial(at, width, 0.0f);
-                    };
-                    batch acc(0.0f);
-                    for (std::size_t q = 0; q < seen; ++q) {
-                        const std::size_t k = seen_k[q];
-                        if (gaussian) {
-                            // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
-                            const batch diff = batch(seen_v[q]) - load(&prep.mean_t[k * m + d0]);
-                            acc += load(&prep.half_log_precision_t[k * m + d0]) -
-                                   load(&prep.half_precision_t[k * m + d0]) * diff * diff;
-                        } else {
-                            acc += load(&prep.leaf_log_probabilities_t
-                                             [(k * p.values + std::size_t(seen_v[q])) * m + d0]);
-                        }
-                    }
-                    if (width == lanes)
-                        acc.store_unaligned(r + d0);
-                    else
-                        cpu_kernels::detail::store_partial(acc, r + d0, width);
-                }
-            }
+            representation_at(p, prep, x, first, rows, i, rep.data() + i * rows * m);
         });
+    }
+
+    // The representation at one position: rows x M.
+    static void representation_at(const plan& p, const prepared& prep, const observations<float>& x,
+                                  std::size_t first, std::size_t rows, std::size_t position,
+                                  float* out) {
+        const int s = p.patch_size();
+        thread_local std::vector<int> pixels;
+        pixels.resize(s);
+        for (int k = 0; k < s; ++k) pixels[k] = p.pixel_of(int(position), k);
+        cpu_kernels::leaf_log_densities(prep.tables, x, first, rows, pixels.data(),
+                                        std::size_t(p.pixels()), out);
     }
 
     // f(i) for i < n, in parallel (oneTBB) or in order.
@@ -375,11 +357,15 @@ struct cpu {
     // acts[l + 1] = layer l of acts[l]. A conv followed by a pooling is fused with it: each
     // window's output accumulates its members' conv outputs, which are kept (in acts[l + 1])
     // only when `keep_conv_outputs` (training needs them for the backward pass).
+    // Without keep_conv_outputs the representation is not kept either: the first conv computes
+    // it position by position into a small buffer (rows x M) as it goes.
     static void forward(const plan& p, const prepared& prep, const observations<float>& x,
                         std::size_t first, std::size_t rows, workspace& ws, bool keep_conv_outputs,
                         bool parallel) {
         ws.acts.resize(p.layers.size() + 1);
-        representation(p, prep, x, first, rows, ws.acts[0], parallel);
+        const bool fused_representation =
+            !keep_conv_outputs && p.layers[0].kind == layer_kind::conv;
+        if (!fused_representation) representation(p, prep, x, first, rows, ws.acts[0], parallel);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -404,9 +390,16 @@ struct cpu {
             const auto& w = prep.layers[l];
             const auto conv_at = [&](int j, float* conv_out, float* pooled, bool accumulate) {
                 const std::size_t set = ly.set_of_position[j];
-                cpu_kernels::mex_forward_packed(rows, ic, oc, in.data() + j * rows * ic,
-                                                w.forward(set), w.log.data() + set * oc * ic,
-                                                conv_out, pooled, accumulate);
+                const float* source = in.data() + j * rows * ic;
+                if (l == 0 && fused_representation) {
+                    thread_local std::vector<float> rep;
+                    rep.resize(rows * ic);
+                    representation_at(p, prep, x, first, rows, j, rep.data());
+                    source = rep.data();
+                }
+                cpu_kernels::mex_forward_packed(rows, ic, oc, source, w.forward(set),
+                                                w.log.data() + set * oc * ic, conv_out, pooled,
+                                                accumulate);
             };
             if (!fused_with_pool(p, x, l)) {
                 out.resize(std::size_t(ly.out_positions()) * rows * oc);

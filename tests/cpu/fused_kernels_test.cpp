@@ -130,6 +130,58 @@ BOOST_AUTO_TEST_CASE(fused_conv_pool_matches_the_oracle_and_the_unfused_kernels)
     }
 }
 
+// The window kernel (one log per output): against the double oracle on random shapes, with
+// -inf inputs, rows entirely -inf, zero weights, and inputs spread wide enough that some
+// products S underflow the product path (small S, and S below the exact-fallback threshold).
+BOOST_AUTO_TEST_CASE(window_kernel_matches_the_oracle) {
+    std::mt19937 rng(14);
+    const std::size_t shapes[][4] = {{1, 1, 1, 1},    {3, 7, 5, 2},      {129, 33, 17, 4},
+                                     {64, 32, 64, 4}, {130, 64, 128, 3}, {40, 17, 300, 9},
+                                     {9, 200, 10, 4}, {200, 16, 16, 1},  {5, 8, 16, 64}};
+    for (const bool wide : {false, true}) {
+        for (const auto& shape : shapes) {
+            const std::size_t rows = shape[0], I = shape[1], O = shape[2], count = shape[3];
+            std::vector<member> members;
+            for (std::size_t j = 0; j < count; ++j) {
+                members.push_back(random_member(rows, I, O, rng));
+                if (wide)  // entries far below their row's maximum: tiny S for some outputs
+                    for (std::size_t e = 0; e < members[j].in.size(); ++e)
+                        if (e % 3 != 0) members[j].in[e] = members[j].in[e] * 20.0f - 60.0f;
+            }
+            const std::vector<double> want = oracle_pooled(members, rows, I, O);
+            std::vector<kernels::detail::aligned_floats> packed(count);
+            std::vector<const float*> ins, weights, logs;
+            for (std::size_t j = 0; j < count; ++j) {
+                float* w = packed[j].get(kernels::mex_forward_packed_size(I, O));
+                kernels::mex_pack_forward_weights(I, O, members[j].weights.data(), w);
+                ins.push_back(members[j].in.data());
+                weights.push_back(w);
+                logs.push_back(members[j].log_weights.data());
+            }
+            std::vector<float> pooled(rows * O, 12345.0f);
+            kernels::mex_forward_window(rows, I, O, count, ins.data(), weights.data(), logs.data(),
+                                        pooled.data());
+            std::size_t bad = 0;
+            for (std::size_t e = 0; e < want.size(); ++e) {
+                const double g = pooled[e], w = want[e];
+                const bool ok =
+                    w == minus_infinity
+                        ? g == minus_infinity
+                        : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+                if (!ok && bad++ < 5)
+                    BOOST_ERROR(shape_name(rows, I, O, count)
+                                << (wide ? " wide" : "") << " entry " << e << ": got " << g
+                                << ", want " << w);
+            }
+            BOOST_TEST(bad == 0u, shape_name(rows, I, O, count) << ": " << bad << " bad entries");
+        }
+    }
+    // no member: log 1
+    std::vector<float> empty(6, 7.0f);
+    kernels::mex_forward_window(2, 4, 3, 0, nullptr, nullptr, nullptr, empty.data());
+    BOOST_TEST(empty == std::vector<float>(6, 0.0f));
+}
+
 // The fused kernel can keep the conv outputs too (training does): they equal the unfused ones.
 BOOST_AUTO_TEST_CASE(fused_conv_pool_keeps_the_conv_outputs_when_asked) {
     std::mt19937 rng(12);

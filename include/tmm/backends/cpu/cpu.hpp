@@ -414,6 +414,36 @@ struct cpu {
             std::vector<float>& pooled = ws.acts[l + 2];
             pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
+            if (!keep_conv_outputs) {
+                // inference: one call per window, one log per output
+                for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
+                    thread_local std::vector<const float*> ins, packed, logs;
+                    thread_local std::vector<float> reps;
+                    ins.clear(), packed.clear(), logs.clear();
+                    if (l == 0 && fused_representation)
+                        reps.resize(std::size_t(pool.window_size) * rows * ic);
+                    for (int slot = 0; slot < pool.window_size; ++slot) {
+                        const int j = pool.members[window * pool.window_size + slot];
+                        if (j < 0) continue;
+                        const std::size_t set = ly.set_of_position[j];
+                        const float* source = in.data() + j * rows * ic;
+                        if (l == 0 && fused_representation) {
+                            float* rep = reps.data() + ins.size() * rows * ic;
+                            representation_at(p, prep, x, first, rows, j, rep);
+                            source = rep;
+                        }
+                        ins.push_back(source);
+                        packed.push_back(w.forward(set));
+                        logs.push_back(w.log.data() + set * oc * ic);
+                    }
+                    cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
+                                                    packed.data(), logs.data(),
+                                                    pooled.data() + window * rows * oc);
+                });
+                marginalize_positions(p, x, l + 1, first, rows, pooled);
+                ++l;
+                continue;
+            }
             for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
                 float* dst = pooled.data() + window * rows * oc;
                 bool accumulate = false;

@@ -99,16 +99,19 @@ class aligned_floats {
 // Per-thread scratch, reused across calls so the hot path never allocates once warm. Each
 // thread has its own, which is what makes concurrent calls on different data safe.
 struct mex_scratch {
-    aligned_floats packed_weights;  // B operand of a GEMM: W^T (forward) or W (din)
-    aligned_floats packed_rows;     // A operand: E (forward) or G (din)
-    aligned_floats packed_g_t;      // A operand of the dtheta GEMM: G^T
-    aligned_floats packed_e;        // B operand of the dtheta GEMM: E
-    aligned_floats product;         // GEMM result of a chunk: S (forward) or G W (din)
-    aligned_floats g;               // G, row-major with padded columns
-    aligned_floats theta_product;   // G^T E accumulated over chunks
-    aligned_floats theta_exact;     // the exact path's share of dtheta
-    aligned_floats dout_sum;        // sum over fast-path rows of dout, per output
-    aligned_floats row_max;         // m_b of a chunk
+    aligned_floats packed_weights;    // B operand of a GEMM: W^T (forward) or W (din)
+    aligned_floats packed_rows;       // A operand: E (forward) or G (din)
+    aligned_floats packed_g_t;        // A operand of the dtheta GEMM: G^T
+    aligned_floats packed_e;          // B operand of the dtheta GEMM: E
+    aligned_floats product;           // GEMM result of a chunk: S (forward) or G W (din)
+    aligned_floats g;                 // G, row-major with padded columns
+    aligned_floats theta_product;     // G^T E accumulated over chunks
+    aligned_floats theta_exact;       // the exact path's share of dtheta
+    aligned_floats dout_sum;          // sum over fast-path rows of dout, per output
+    aligned_floats row_max;           // m_b of a chunk
+    aligned_floats window_product;    // a pooling window's running product P of S (fused)
+    aligned_floats window_log_rest;   // and the rest of its sum in log space, L
+    aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
 };
 
@@ -424,6 +427,132 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
     return f(std::integral_constant<std::size_t, mex_nv>{});
 }
 
+// The forward GEMM of one chunk of rows: m[b] = max_i in[b,i] and S = E W^T (leading
+// dimension o_padded) with E[b,i] = exp(in[b,i] - m_b), written straight into the packed A
+// layout (packed_e); E's rows are at most 1 and sum to at least 1. A row of -inf gives m = -inf
+// and S = 0.
+template <std::size_t NV>
+void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
+                      const float* packed_w_t, float* packed_e, float* m, float* s,
+                      std::size_t o_padded) {
+    for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
+    pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
+        if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
+        const float* x = in_chunk + b * I + i0;
+        // -inf in the padding lanes gives exp(-inf) = 0 there.
+        return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
+                                              : load_partial(x, width, mex_minus_infinity)) -
+                          mex_batch(m[b]));
+    });
+    gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
+}
+
+// Below this a factor S, or the running product P, leaves the product for the log-space sum
+// (see mex_forward_window_panels): two factors of at least 2^-40 multiply to a normal float.
+inline constexpr float mex_product_floor = 0x1p-40f;
+
+// Forward pass of a conv fused with a product pooling window (see mex_forward_window): the
+// members' values m_j + log S_j are summed as sum_j m_j + log prod_j S_j, one log per window
+// output instead of one per member. Per row b: M = sum_j m_j (-inf once a member's row is all
+// -inf); per entry: P, the running product of the S_j that are at least mex_product_floor,
+// and L, the log-space rest: log S_j for smaller S_j above the fallback threshold, exact_j - m_j
+// for S_j below it (the exact logsumexp, as in mex_forward_panels), and log P whenever P drops
+// below the floor (then P restarts at 1). The window's output is M + L + log P.
+template <std::size_t NV>
+void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
+    mex_scratch& scratch = thread_scratch();
+    const flush_to_zero_guard flush;
+    const std::size_t o_padded = round_up(O, NV * mex_lanes);
+    const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
+
+    float* packed_e = scratch.packed_rows.get(chunk_padded * I);
+    float* s = scratch.product.get(chunk_padded * o_padded);
+    float* m = scratch.row_max.get(chunk_padded);
+    float* product = scratch.window_product.get(chunk_padded * o_padded);
+    float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
+    float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
+    alignas(64) float s_lanes[mex_lanes], p_lanes[mex_lanes], l_lanes[mex_lanes];
+    const float threshold = mex_forward_threshold(I);
+    const mex_batch floor(mex_product_floor);
+
+    for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
+        const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
+        std::fill_n(product, chunk * o_padded, 1.0f);
+        std::fill_n(log_rest, chunk * o_padded, 0.0f);
+        std::fill_n(shift_sum, chunk, 0.0f);
+        for (std::size_t j = 0; j < count; ++j) {
+            const float* in_chunk = ins[j] + row0 * I;
+            shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t[j], packed_e, m, s, o_padded);
+            for (std::size_t b = 0; b < chunk; ++b) {
+                shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
+                if (shift_sum[b] == mex_minus_infinity) continue;
+                const float* s_row = s + b * o_padded;
+                float* p_row = product + b * o_padded;
+                float* l_row = log_rest + b * o_padded;
+                for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                    mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
+                    mex_batch p_vec = mex_batch::load_aligned(p_row + o0);
+                    if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
+                        // rare: small factors (padding lanes, whose S is 0, come here too)
+                        const std::size_t width = std::min(mex_lanes, O - o0);
+                        s_vec.store_aligned(s_lanes);
+                        p_vec.store_aligned(p_lanes);
+                        mex_batch::load_aligned(l_row + o0).store_aligned(l_lanes);
+                        const mex_batch log_s = log_of_normal(s_vec), log_p = log_of_normal(p_vec);
+                        alignas(64) float log_s_lanes[mex_lanes], log_p_lanes[mex_lanes];
+                        log_s.store_aligned(log_s_lanes);
+                        log_p.store_aligned(log_p_lanes);
+                        for (std::size_t q = 0; q < mex_lanes; ++q) {
+                            if (q >= width) {
+                                s_lanes[q] = 1.0f;  // padding: keep P finite
+                                continue;
+                            }
+                            if (p_lanes[q] < mex_product_floor) {
+                                l_lanes[q] += log_p_lanes[q];
+                                p_lanes[q] = 1.0f;
+                            }
+                            if (s_lanes[q] < threshold) {
+                                l_lanes[q] += exact_log_sum_exp(in_chunk + b * I,
+                                                                log_weights[j] + (o0 + q) * I, I) -
+                                              m[b];
+                                s_lanes[q] = 1.0f;
+                            } else if (s_lanes[q] < mex_product_floor) {
+                                l_lanes[q] += log_s_lanes[q];
+                                s_lanes[q] = 1.0f;
+                            }
+                        }
+                        mex_batch::load_aligned(l_lanes).store_aligned(l_row + o0);
+                        s_vec = mex_batch::load_aligned(s_lanes);
+                        p_vec = mex_batch::load_aligned(p_lanes);
+                    }
+                    (p_vec * s_vec).store_aligned(p_row + o0);
+                }
+            }
+        }
+        // the window's output: M + L + log P (P in [2^-80, 1 + rounding], a normal float)
+        for (std::size_t b = 0; b < chunk; ++b) {
+            float* pooled_row = pooled + (row0 + b) * O;
+            const float* p_row = product + b * o_padded;
+            const float* l_row = log_rest + b * o_padded;
+            const mex_batch shift(shift_sum[b]);
+            const bool empty_row = shift_sum[b] == mex_minus_infinity;
+            for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                const std::size_t width = std::min(mex_lanes, O - o0);
+                const mex_batch value =
+                    empty_row ? mex_batch(mex_minus_infinity)
+                              : shift + (mex_batch::load_aligned(l_row + o0) +
+                                         log_of_normal(mex_batch::load_aligned(p_row + o0)));
+                if (width == mex_lanes)
+                    value.store_unaligned(pooled_row + o0);
+                else
+                    store_partial(value, pooled_row + o0, width);
+            }
+        }
+    }
+}
+
 // Forward pass with NV vectors per B panel (see mex_forward_packed).
 template <std::size_t NV>
 void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
@@ -445,20 +574,7 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
         const float* in_chunk = in + row0 * I;
         float* out_chunk = out != nullptr ? out + row0 * O : nullptr;
 
-        // E[b,i] = exp(in[b,i] - m_b), m_b = max_i in[b,i], written straight into the packed A
-        // layout; E's rows are at most 1 and sum to at least 1. A row of -inf gives zeros.
-        for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
-        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
-            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
-            const float* x = in_chunk + b * I + i0;
-            // -inf in the padding lanes gives exp(-inf) = 0 there.
-            return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                                  : load_partial(x, width, mex_minus_infinity)) -
-                              mex_batch(m[b]));
-        });
-
-        // S = E W^T.
-        gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
+        shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t, packed_e, m, s, o_padded);
 
         // out = m + log S where S is large enough to be exact, else the exact logsumexp; stored
         // into out and/or added to (or, without accumulate, stored into) pooled.
@@ -757,6 +873,27 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, packed_w_t, log_weights,
                                                         out, pooled, accumulate);
+    });
+}
+
+// A conv fused with the product pooling window that follows it, for inference: pooled[b,o] =
+// sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
+// never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
+// weight set as for mex_forward_packed; pooled is rows x O. Within float rounding of the sum of
+// mex_forward_packed's values (it takes one log per output instead of one per member; where
+// that could underflow it falls back to logs per member, and to the exact logsumexp where
+// mex_forward_packed does). -inf wherever a member's value is -inf. count = 0 gives 0 (log 1).
+inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
+    if (rows == 0 || O == 0) return;
+    if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
+        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
+        return;
+    }
+    detail::with_panel_vectors(O, [&](auto nv) {
+        detail::mex_forward_window_panels<decltype(nv)::value>(rows, I, O, count, ins, packed_w_t,
+                                                               log_weights, pooled);
     });
 }
 

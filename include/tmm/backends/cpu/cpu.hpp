@@ -485,11 +485,20 @@ struct cpu {
         std::vector<float>& d_out = ws.d_out;
         std::vector<float>& d_in = ws.d_in;
         d_out.assign(dout_all.begin(), dout_all.begin() + rows * p.classes);
+        // A pooling passes each window's gradient unchanged to its members: the conv below
+        // reads it there (d_out block window_of[j] for position j) instead of a copy per member.
+        std::vector<int> window_of;
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
-            d_in.resize(std::size_t(ly.in_positions()) * rows * ic);  // every block is written
             marginalize_positions(p, x, l, 0, rows, d_out);
+            if (ly.kind == layer_kind::pool && l > 0 && p.layers[l - 1].kind == layer_kind::conv &&
+                (x.kept_positions.empty() || x.marginalized_layer != l - 1)) {
+                window_of.assign(ly.in_positions(), -1);
+                ly.for_each_member([&](int w, int j) { window_of[j] = w; });
+                continue;  // d_out stays the pooling's output gradient
+            }
+            d_in.resize(std::size_t(ly.in_positions()) * rows * ic);  // every block is written
             if (ly.kind == layer_kind::pool) {
                 for_each_index(true, ly.out_positions(), [&](std::size_t window) {
                     for (int slot = 0; slot < ly.window_size; ++slot)
@@ -505,15 +514,18 @@ struct cpu {
                     float* dtheta = ly.fixed ? nullptr : grad.theta[l].data() + set * oc * ic;
                     for (int j = 0; j < ly.in_positions(); ++j) {
                         if (std::size_t(ly.set_of_position[j]) != set) continue;
+                        const std::size_t block =
+                            window_of.empty() ? std::size_t(j) : std::size_t(window_of[j]);
                         cpu_kernels::mex_backward_packed(
                             rows, ic, oc, ws.acts[l].data() + j * rows * ic,
-                            ws.acts[l + 1].data() + j * rows * oc, d_out.data() + j * rows * oc,
+                            ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,
                             w.linear.data() + set * oc * ic, w.backward(set),
                             w.log.data() + set * oc * ic,
                             need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
                     }
                 });
                 if (!need_input) d_in.clear();
+                window_of.clear();
             }
             std::swap(d_out, d_in);
         }

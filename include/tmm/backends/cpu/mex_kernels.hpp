@@ -113,6 +113,7 @@ struct mex_scratch {
     aligned_floats window_log_rest;   // and the rest of its sum in log space, L
     aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
+    std::vector<unsigned char> exact_rows;  // outputs with a share in theta_exact
 };
 
 inline mex_scratch& thread_scratch() {
@@ -645,7 +646,8 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
     }
     std::fill_n(dout_sum, o_padded, 0.0f);
     auto& exact_entries = scratch.exact_entries;
-    float* theta_exact = nullptr;  // allocated and zeroed on the first exact entry
+    float* theta_exact = nullptr;           // allocated on the first exact entry
+    auto& exact_rows = scratch.exact_rows;  // which rows of theta_exact are in use
     const mex_batch log_threshold(mex_backward_log_threshold);
     const mex_batch zero(0.0f);
 
@@ -685,8 +687,12 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         // Finite entries off the fast path are listed for the exact path.
         for (std::size_t b = 0; b < chunk; ++b) {
             float* g_row = g + b * o_padded;
-            std::fill_n(g_row, o_padded, 0.0f);
-            if (m[b] == mex_minus_infinity) continue;
+            if (m[b] == mex_minus_infinity) {
+                std::fill_n(g_row, o_padded, 0.0f);
+                continue;
+            }
+            // the vectors below cover round_up(O, mex_lanes) columns; zero the rest of the row
+            std::fill(g_row + round_up(O, mex_lanes), g_row + o_padded, 0.0f);
             const float* out_row = out_chunk + b * O;
             const float* dout_row = dout_chunk + b * O;
             const mex_batch shift(m[b]);
@@ -746,15 +752,20 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         // Exact path: p_i = exp((in[b,i] - out[b,o]) + log W[o,i]) <= 1 (up to the rounding of
         // out). Taking in - out first keeps it exact where the term matters (in near out).
         // dtheta's share goes to a zeroed scratch so that dtheta itself gets one add per entry.
+        // (Only the rows of outputs that have exact entries are zeroed and read back.)
         if (!exact_entries.empty() && dtheta != nullptr && theta_exact == nullptr) {
             theta_exact = scratch.theta_exact.get(o_padded * i_padded);
-            std::fill_n(theta_exact, o_padded * i_padded, 0.0f);
+            exact_rows.assign(O, 0);
         }
         for (const auto& [b, o] : exact_entries) {
             const float* in_row = in_chunk + b * I;
             const float* log_w_row = log_weights + o * I;
             const float* w_row = weights + o * I;
             float* theta_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+            if (theta_row != nullptr && !exact_rows[o]) {
+                std::fill_n(theta_row, i_padded, 0.0f);
+                exact_rows[o] = 1;
+            }
             float* din_row = din != nullptr ? din + (row0 + b) * I : nullptr;
             const mex_batch shift(out_chunk[b * O + o]);
             const mex_batch grad(dout_chunk[b * O + o]);
@@ -790,7 +801,8 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
     for (std::size_t o = 0; o < O; ++o) {
         const float* w_row = weights + o * I;
         const float* t_row = theta_product + o * i_padded;
-        const float* exact_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+        const float* exact_row =
+            theta_exact != nullptr && exact_rows[o] ? theta_exact + o * i_padded : nullptr;
         float* dtheta_row = dtheta + o * I;
         const mex_batch d(dout_sum[o]);
         for (std::size_t i0 = 0; i0 < I; i0 += mex_lanes) {

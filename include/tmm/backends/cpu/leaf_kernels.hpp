@@ -42,6 +42,7 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
     using batch = detail::mex_batch;
     constexpr std::size_t lanes = detail::mex_lanes;
     constexpr std::size_t max_coordinates = 64;  // patches larger than this take blocks of it
+    constexpr std::size_t prefetch_distance = 4;
     const std::size_t m = t.components;
     std::size_t seen_k[max_coordinates];
     float seen_v[max_coordinates];
@@ -50,6 +51,16 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
         float* r = out + b * m;
         std::fill_n(r, m, 0.0f);
         const std::size_t image = (first + b) * pixels_per_image;
+        // The images of a block are far apart and visited a few pixels at a time: fetch the
+        // patch of the image a few rows ahead (its first and last coordinates' lines).
+        if (b + prefetch_distance < rows && t.coordinates > 0) {
+            const std::size_t ahead = image + prefetch_distance * pixels_per_image;
+            for (const int k : {pixels[0], pixels[t.coordinates - 1]}) {
+                if (k < 0) continue;
+                __builtin_prefetch(x.values.data() + ahead + std::size_t(k));
+                if (observed != nullptr) __builtin_prefetch(observed + ahead + std::size_t(k));
+            }
+        }
         for (std::size_t k0 = 0; k0 < t.coordinates; k0 += max_coordinates) {
             // the observed coordinates of this block of the patch, listed without branching on
             // the mask (missing pixels are often random: the branch would mispredict)

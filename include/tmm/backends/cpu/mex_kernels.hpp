@@ -474,15 +474,16 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
     float* product = scratch.window_product.get(chunk_padded * o_padded);
     float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
     float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
+    auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
     alignas(64) float s_lanes[mex_lanes], p_lanes[mex_lanes], l_lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
     const mex_batch floor(mex_product_floor);
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
-        std::fill_n(product, chunk * o_padded, 1.0f);
-        std::fill_n(log_rest, chunk * o_padded, 0.0f);
+        // P starts as the first member's S; L is zeroed for a row when it is first needed
         std::fill_n(shift_sum, chunk, 0.0f);
+        rest_rows.assign(chunk, 0);
         for (std::size_t j = 0; j < count; ++j) {
             const float* in_chunk = ins[j] + row0 * I;
             shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t[j], packed_e, m, s, o_padded);
@@ -494,10 +495,15 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                 float* l_row = log_rest + b * o_padded;
                 for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
                     mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
-                    mex_batch p_vec = mex_batch::load_aligned(p_row + o0);
+                    mex_batch p_vec =
+                        j == 0 ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
                     if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
                         // rare: small factors (padding lanes, whose S is 0, come here too)
                         const std::size_t width = std::min(mex_lanes, O - o0);
+                        if (!rest_rows[b]) {
+                            std::fill_n(l_row, o_padded, 0.0f);
+                            rest_rows[b] = 1;
+                        }
                         s_vec.store_aligned(s_lanes);
                         p_vec.store_aligned(p_lanes);
                         mex_batch::load_aligned(l_row + o0).store_aligned(l_lanes);
@@ -539,12 +545,14 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
             const float* l_row = log_rest + b * o_padded;
             const mex_batch shift(shift_sum[b]);
             const bool empty_row = shift_sum[b] == mex_minus_infinity;
+            const bool rest = rest_rows[b] != 0;
             for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
                 const std::size_t width = std::min(mex_lanes, O - o0);
-                const mex_batch value =
-                    empty_row ? mex_batch(mex_minus_infinity)
-                              : shift + (mex_batch::load_aligned(l_row + o0) +
-                                         log_of_normal(mex_batch::load_aligned(p_row + o0)));
+                mex_batch value(mex_minus_infinity);
+                if (!empty_row) {
+                    const mex_batch log_p = log_of_normal(mex_batch::load_aligned(p_row + o0));
+                    value = shift + (rest ? mex_batch::load_aligned(l_row + o0) + log_p : log_p);
+                }
                 if (width == mex_lanes)
                     value.store_unaligned(pooled_row + o0);
                 else

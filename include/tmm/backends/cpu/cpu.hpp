@@ -134,15 +134,20 @@ struct cpu {
         }
         const float m = cpu_kernels::detail::horizontal_max(top);
         if (m == minus_infinity) return false;
+        // W = exp(t - m) / sum: the exps are kept in lin on the way (no second exp)
         batch sum(0.0f);
-        for (std::size_t a = 0; a < in; a += lanes)
-            sum += xsimd::exp(load(t + a, std::min(lanes, in - a), minus_infinity) - batch(m));
-        const batch norm(m + std::log(xsimd::hadd(sum)));
         for (std::size_t a = 0; a < in; a += lanes) {
             const std::size_t width = std::min(lanes, in - a);
-            const batch log_w = load(t + a, width, minus_infinity) - norm;
-            store(log_w, lw + a, width);
-            store(xsimd::exp(log_w), lin + a, width);
+            const batch e = xsimd::exp(load(t + a, width, minus_infinity) - batch(m));
+            store(e, lin + a, width);
+            sum += e;
+        }
+        const float total = xsimd::hadd(sum);
+        const batch norm(m + std::log(total)), scale(1.0f / total);
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const std::size_t width = std::min(lanes, in - a);
+            store(load(t + a, width, minus_infinity) - norm, lw + a, width);
+            store(load(lin + a, width, 0.0f) * scale, lin + a, width);
         }
         return true;
     }

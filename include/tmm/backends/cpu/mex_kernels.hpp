@@ -845,13 +845,33 @@ inline std::size_t mex_forward_packed_size(std::size_t I, std::size_t O) {
 }
 inline void mex_pack_forward_weights(std::size_t I, std::size_t O, const float* weights,
                                      float* dst) {
+    using detail::mex_batch;
+    using detail::mex_lanes;
+    using detail::mex_mr;
     detail::with_panel_vectors(O, [&](auto nv) {
-        constexpr std::size_t nr = decltype(nv)::value * detail::mex_lanes;
+        constexpr std::size_t nr = decltype(nv)::value * mex_lanes;
+        // Groups of mex_mr outputs are transposed a tile (mex_mr x mex_lanes inputs) at a time,
+        // as the A operand is packed, then spread into the panel's rows of nr.
+        alignas(64) float tile[mex_lanes * mex_mr];
         for (std::size_t n0 = 0; n0 < O; n0 += nr) {
             float* panel = dst + n0 * I;
-            for (std::size_t k = 0; k < I; ++k)
-                for (std::size_t j = 0; j < nr; ++j)
-                    panel[k * nr + j] = n0 + j < O ? weights[(n0 + j) * I + k] : 0.0f;
+            for (std::size_t g = 0; g < nr; g += mex_mr) {
+                for (std::size_t k0 = 0; k0 < I; k0 += mex_lanes) {
+                    const std::size_t width = std::min(mex_lanes, I - k0);
+                    mex_batch rows[mex_mr];
+                    for (std::size_t r = 0; r < mex_mr; ++r) {
+                        const std::size_t o = n0 + g + r;
+                        const float* src = weights + o * I + k0;
+                        rows[r] = o >= O || g + r >= nr ? mex_batch(0.0f)
+                                  : width == mex_lanes  ? mex_batch::load_unaligned(src)
+                                                        : detail::load_partial(src, width, 0.0f);
+                    }
+                    detail::transpose_tile(rows, tile);
+                    const std::size_t height = std::min(mex_mr, nr - g);  // (AVX2: 16 % 6)
+                    for (std::size_t k = 0; k < width; ++k)
+                        std::copy_n(tile + k * mex_mr, height, panel + (k0 + k) * nr + g);
+                }
+            }
         }
     });
 }

@@ -121,16 +121,17 @@ inline mex_scratch& thread_scratch() {
     return scratch;
 }
 
-// Sets flush-to-zero (FTZ) for the life of the guard and restores MXCSR after: subnormal
-// results (products of tiny E and W) are slow on many x86 cores, and the thresholds above
-// account for them being zero. Denormals-are-zero is left off, so subnormal weights given by
-// the caller are used as they are.
+// Sets flush-to-zero (FTZ) and denormals-are-zero (DAZ) for the life of the guard and
+// restores MXCSR after: subnormal operands and results (tiny E and W as weights sharpen) are
+// slow on many x86 cores. The thresholds above account for them being zero: a subnormal W or E
+// read as 0 moves a term of S, G W or G^T E by less than 2^-126 of its other factor, the same
+// bound as a flushed result. The exact paths work on logs, which are never subnormal.
 // Elsewhere than x86 it does nothing.
 class flush_to_zero_guard {
   public:
 #if defined(__SSE__)
     flush_to_zero_guard() : saved_(_mm_getcsr()) {
-        _mm_setcsr(saved_ | _MM_FLUSH_ZERO_ON);
+        _mm_setcsr(saved_ | _MM_FLUSH_ZERO_ON | denormals_are_zero);
     }
     ~flush_to_zero_guard() {
         _mm_setcsr(saved_);
@@ -143,6 +144,7 @@ class flush_to_zero_guard {
 
   private:
 #if defined(__SSE__)
+    static constexpr unsigned int denormals_are_zero = 0x0040;  // MXCSR bit 6 (SSE2 and later)
     unsigned int saved_;
 #endif
 };

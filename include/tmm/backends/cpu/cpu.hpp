@@ -406,7 +406,14 @@ struct cpu {
                                                 w.log.data() + set * oc * ic, conv_out, pooled,
                                                 accumulate);
             };
-            if (!fused_with_pool(p, x, l)) {
+            // In parallel, fusing would leave one task per window: with few windows (the top of
+            // an HT model has one) the positions are spread over the threads instead, and the
+            // pooling runs as a layer of its own.
+            constexpr int fewest_parallel_windows = 16;
+            const bool fuse =
+                fused_with_pool(p, x, l) &&
+                (!parallel || p.layers[l + 1].out_positions() >= fewest_parallel_windows);
+            if (!fuse) {
                 out.resize(std::size_t(ly.out_positions()) * rows * oc);
                 for_each_index(parallel, ly.in_positions(), [&](std::size_t j) {
                     conv_at(int(j), out.data() + j * rows * oc, nullptr, false);

@@ -353,3 +353,46 @@ BOOST_AUTO_TEST_CASE(inference_and_leaf_gradients_do_not_depend_on_threads) {
 }
 
 }  // namespace
+
+namespace {
+
+// A seed that calls the backend again (other parameters, another plan) in the middle of a
+// gradients call gets the same gradients: storage reused between calls is never shared by two
+// calls in flight on one thread.
+BOOST_AUTO_TEST_CASE(reentrant_calls_do_not_share_storage) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    const tmm::plan other =
+        tmm::make_plan(tmm::input<4, 4> | tmm::representation<tmm::gaussians<3>, 2> | tmm::conv<2> |
+                       tmm::product_pool<tmm::global> | tmm::classes<2>);
+    std::mt19937_64 rng(9);
+    const auto theta = random_parameters(p, rng);
+    const auto other_theta = random_parameters(other, rng);
+    std::vector<float> values(3 * p.pixels(), 0.2f), other_values(2 * other.pixels(), -0.1f);
+    const tmm::observations<float> x(3, values), other_x(2, other_values);
+    const auto run = [&](bool nested) {
+        tmm::parameters<float> g;
+        tmm::backends::cpu::gradients(
+            p, theta, x,
+            [&](std::span<const float>, std::span<float> d) {
+                if (nested) {
+                    tmm::parameters<float> other_g;
+                    tmm::backends::cpu::log_likelihoods(other, other_theta, other_x);
+                    tmm::backends::cpu::gradients(
+                        other, other_theta, other_x,
+                        [](std::span<const float>, std::span<float> e) {
+                            for (float& v : e) v = 1.0f;
+                        },
+                        other_g);
+                }
+                for (std::size_t i = 0; i < d.size(); ++i) d[i] = std::sin(float(i) + 1.0f);
+            },
+            g);
+        return g;
+    };
+    const auto plain = run(false), nested = run(true);
+    for (std::size_t l = 0; l < plain.theta.size(); ++l)
+        BOOST_TEST(plain.theta[l] == nested.theta[l]);
+    BOOST_TEST(plain.mean == nested.mean);
+}
+
+}  // namespace

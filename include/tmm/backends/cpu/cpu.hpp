@@ -41,7 +41,9 @@ struct cpu {
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
         validate(p, x);
-        const prepared prep = prepare(p, theta, false);
+        thread_local reusable<prepared> storage;
+        const claim<prepared> mine(storage);
+        const prepared& prep = prepare(p, theta, false, mine.get());
         std::vector<float> out(x.count * p.classes);
         const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
@@ -63,12 +65,15 @@ struct cpu {
                                         const observations<float>& x, Seed&& seed,
                                         parameters<float>& grad, bool leaf_gradients = true) {
         validate(p, x);
-        const prepared prep = prepare(p, theta, true);
+        thread_local reusable<prepared> storage;
+        const claim<prepared> mine(storage);
+        const prepared& prep = prepare(p, theta, true, mine.get());
         // Activations are reused from call to call on this thread: training calls this once
         // per step with the same shapes. (A reference, not the thread_local itself, goes into
         // the tasks: a thread_local named inside a task would be the worker thread's own.)
-        thread_local workspace cached_workspace;
-        workspace& ws = cached_workspace;
+        thread_local reusable<workspace> cached_workspace;
+        const claim<workspace> my_workspace(cached_workspace);
+        workspace& ws = my_workspace.get();
         const std::size_t n = x.count;
         forward(p, prep, x, 0, n, ws, true, true);
         std::vector<float> out(n * p.classes);
@@ -83,6 +88,32 @@ struct cpu {
     }
 
   private:
+    // Storage a thread reuses from call to call, and a claim on it for one call. A call that
+    // finds it claimed (the same thread re-entered the backend: a seed that calls it, or a
+    // oneTBB worker that picked up another call while waiting inside this one) gets fresh
+    // storage of its own instead.
+    template <class T>
+    struct reusable {
+        T value;
+        bool busy = false;
+    };
+    template <class T>
+    class claim {
+      public:
+        explicit claim(reusable<T>& r) : shared_(r), mine_(!r.busy) { r.busy = true; }
+        ~claim() {
+            if (mine_) shared_.busy = false;
+        }
+        claim(const claim&) = delete;
+        claim& operator=(const claim&) = delete;
+        T& get() const { return mine_ ? shared_.value : fresh_; }
+
+      private:
+        reusable<T>& shared_;
+        bool mine_;
+        mutable T fresh_;
+    };
+
     // Zero gradients shaped for p, keeping the storage of an earlier call when it fits.
     static void reset(const plan& p, parameters<float>& g) {
         const std::size_t leaf = std::size_t(p.components) * p.patch_size();
@@ -209,8 +240,11 @@ struct cpu {
         bool valid = true;  // false: a conv logit that validate() refuses (nothing else is set)
         cpu_kernels::leaf_tables tables;  // pointing into the arrays above
 
-        prepared(const plan& p, const parameters<float>& theta, bool for_training)
-            : layers(p.layers.size()) {
+        // Fills everything for p and theta, reusing the storage of an earlier call (a training
+        // run prepares the same shapes every step: no allocation, no fresh pages to fault in).
+        void assign(const plan& p, const parameters<float>& theta, bool for_training) {
+            valid = true;
+            layers.resize(p.layers.size());
             for (std::size_t l = 0; l < p.layers.size(); ++l) {
                 const layer& ly = p.layers[l];
                 if (ly.kind != layer_kind::conv) continue;
@@ -300,11 +334,13 @@ struct cpu {
 
     // The parameters checked and prepared in one pass over them: anything validate() would
     // refuse sends them through validate(), which throws the precise error.
-    static prepared prepare(const plan& p, const parameters<float>& theta, bool for_training) {
+    // `into` is the caller's (thread_local) storage, reused from call to call.
+    static const prepared& prepare(const plan& p, const parameters<float>& theta, bool for_training,
+                                   prepared& into) {
         if (!leaves_and_sizes_fit(p, theta)) validate(p, theta);
-        prepared prep(p, theta, for_training);
-        if (!prep.valid) validate(p, theta);
-        return prep;
+        into.assign(p, theta, for_training);
+        if (!into.valid) validate(p, theta);
+        return into;
     }
 
     // Activations of one tile, layer by layer: positions x rows x channels.

@@ -18,6 +18,7 @@
 #include <tmm/backends/cpu/leaf_kernels.hpp>
 #include <tmm/backends/cpu/mex_kernels.hpp>
 #include <tmm/tmm.hpp>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -393,6 +394,62 @@ BOOST_AUTO_TEST_CASE(reentrant_calls_do_not_share_storage) {
     for (std::size_t l = 0; l < plain.theta.size(); ++l)
         BOOST_TEST(plain.theta[l] == nested.theta[l]);
     BOOST_TEST(plain.mean == nested.mean);
+}
+
+}  // namespace
+
+namespace {
+
+// dtheta_overwrite writes what accumulating onto zeros gives, whatever dtheta held before.
+BOOST_AUTO_TEST_CASE(backward_overwrite_equals_accumulating_onto_zero) {
+    std::mt19937 rng(15);
+    for (const auto& [rows, I, O] : {std::tuple<std::size_t, std::size_t, std::size_t>{5, 7, 3},
+                                     {130, 33, 20},
+                                     {64, 64, 128}}) {
+        const member m = random_member(rows, I, O, rng);
+        aligned_buffer forward_packed, backward_packed;
+        float* wf = forward_packed.get(kernels::mex_forward_packed_size(I, O));
+        float* wb = backward_packed.get(kernels::mex_backward_packed_size(I, O));
+        kernels::mex_pack_forward_weights(I, O, m.weights.data(), wf);
+        kernels::mex_pack_backward_weights(I, O, m.weights.data(), wb);
+        std::vector<float> out(rows * O), dout(rows * O);
+        kernels::mex_forward_packed(rows, I, O, m.in.data(), wf, m.log_weights.data(), out.data());
+        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+        for (auto& v : dout) v = u(rng);
+        std::vector<float> accumulated(O * I, 0.0f), written(O * I, 1e30f), din(rows * I);
+        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(),
+                                     m.weights.data(), wb, m.log_weights.data(), din.data(),
+                                     accumulated.data());
+        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(),
+                                     m.weights.data(), wb, m.log_weights.data(), din.data(),
+                                     written.data(), true);
+        BOOST_TEST(written == accumulated);
+    }
+}
+
+// The trainer passes the same gradient object every step: what it held before never leaks into
+// the next step's gradients.
+BOOST_AUTO_TEST_CASE(gradients_do_not_depend_on_what_grad_held) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(21);
+    const auto theta = random_parameters(p, rng);
+    std::vector<float> values(40 * p.pixels());
+    std::normal_distribution<double> n(0.0, 0.3);
+    for (auto& v : values) v = float(n(rng));
+    const tmm::observations<float> x(40, values);
+    const auto seed_with = [](float phase) {
+        return [phase](std::span<const float>, std::span<float> d) {
+            for (std::size_t i = 0; i < d.size(); ++i) d[i] = std::sin(float(i) + phase);
+        };
+    };
+    tmm::parameters<float> reused, fresh;
+    tmm::backends::cpu::gradients(p, theta, x, seed_with(0.5f), reused);
+    for (auto& t : reused.theta) std::fill(t.begin(), t.end(), 1e20f);  // garbage
+    tmm::backends::cpu::gradients(p, theta, x, seed_with(2.0f), reused);
+    tmm::backends::cpu::gradients(p, theta, x, seed_with(2.0f), fresh);
+    for (std::size_t l = 0; l < fresh.theta.size(); ++l)
+        BOOST_TEST(reused.theta[l] == fresh.theta[l]);
+    BOOST_TEST(reused.mean == fresh.mean);
 }
 
 }  // namespace

@@ -115,6 +115,7 @@ struct cpu {
     };
 
     // Zero gradients shaped for p, keeping the storage of an earlier call when it fits.
+    // (The conv layers' arrays are left as they are: backward() writes them whole.)
     static void reset(const plan& p, parameters<float>& g) {
         const std::size_t leaf = std::size_t(p.components) * p.patch_size();
         const bool gaussian = p.leaves == leaf_kind::gaussian;
@@ -126,7 +127,8 @@ struct cpu {
             g = zero_parameters<float>(p);
             return;
         }
-        g.for_each_array([](std::vector<float>& a) { std::fill(a.begin(), a.end(), 0.0f); });
+        for (std::vector<float>* a : {&g.mean, &g.log_precision, &g.logits})
+            std::fill(a->begin(), a->end(), 0.0f);
     }
 
     static constexpr float log_two_pi = 1.8378770664093454836f;
@@ -524,7 +526,7 @@ struct cpu {
     }
 
     // Gradients of the whole batch (rows images from the first), layer by layer from the top;
-    // grad must be zero on entry.
+    // grad's leaf arrays must be zero on entry (reset), its conv arrays are written whole.
     static void backward(const plan& p, const parameters<float>& theta, const prepared& prep,
                          const observations<float>& x, std::size_t rows,
                          const std::vector<float>& dout_all, workspace& ws, parameters<float>& grad,
@@ -560,6 +562,7 @@ struct cpu {
                 // one task per weight set: its positions in order accumulate its gradient
                 for_each_index(true, ly.weight_sets, [&](std::size_t set) {
                     float* dtheta = ly.fixed ? nullptr : grad.theta[l].data() + set * oc * ic;
+                    bool first = true;  // the set's first position writes its gradient
                     for (int j = 0; j < ly.in_positions(); ++j) {
                         if (std::size_t(ly.set_of_position[j]) != set) continue;
                         const std::size_t block =
@@ -569,8 +572,11 @@ struct cpu {
                             ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,
                             w.linear.data() + set * oc * ic, w.backward(set),
                             w.log.data() + set * oc * ic,
-                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
+                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta, first);
+                        first = false;
                     }
+                    if (first && dtheta != nullptr)  // a set no position uses
+                        std::fill_n(dtheta, oc * ic, 0.0f);
                 });
                 if (!need_input) d_in.clear();
                 window_of.clear();

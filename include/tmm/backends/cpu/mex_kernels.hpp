@@ -631,8 +631,8 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
 template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                          const float* out, const float* dout, const float* weights,
-                         const float* packed_w, const float* log_weights, float* din,
-                         float* dtheta) {
+                         const float* packed_w, const float* log_weights, float* din, float* dtheta,
+                         bool dtheta_overwrite) {
     constexpr std::size_t nr = NV * mex_lanes;
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
@@ -823,7 +823,12 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                                      : load_partial(w_row + i0, width, 0.0f);
             mex_batch change = w * t;
             if (exact_row != nullptr) change += mex_batch::load_aligned(exact_row + i0);
-            if (full) {
+            if (dtheta_overwrite) {
+                if (full)
+                    change.store_unaligned(dtheta_row + i0);
+                else
+                    store_partial(change, dtheta_row + i0, width);
+            } else if (full) {
                 (mex_batch::load_unaligned(dtheta_row + i0) + change)
                     .store_unaligned(dtheta_row + i0);
             } else {
@@ -962,6 +967,8 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 //                  parameters theta of log W = theta - logsumexp_i theta; dtheta may be
 //                  nullptr (fixed weights), which skips its GEMM.
 // packed_w: W packed by mex_pack_backward_weights (read only when din is not nullptr).
+// With dtheta_overwrite, dtheta is written (=) instead of accumulated: the first contribution
+// to a gradient needs no zeroed array.
 // An entry with out[b,o] = -inf (the output is log 0, its gradient undefined) contributes
 // nothing to either; a row of in that is entirely -inf gets din = 0.
 // Method: with G = dout exp(m - out) = dout / S, din = E .* (G W) and
@@ -971,7 +978,9 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                                 const float* out, const float* dout, const float* weights,
                                 const float* packed_w, const float* log_weights, float* din,
-                                float* dtheta) {
+                                float* dtheta, bool dtheta_overwrite = false) {
+    if (dtheta_overwrite && dtheta != nullptr && (rows == 0 || I == 0 || O == 0))
+        std::fill_n(dtheta, O * I, 0.0f);  // nothing to add: the gradient is zero
     if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
     if (O == 0) {
         if (din != nullptr) std::fill_n(din, rows * I, 0.0f);
@@ -979,7 +988,8 @@ inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, 
     }
     detail::with_panel_vectors(I, [&](auto nv) {
         detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, weights,
-                                                         packed_w, log_weights, din, dtheta);
+                                                         packed_w, log_weights, din, dtheta,
+                                                         dtheta_overwrite);
     });
 }
 

@@ -179,8 +179,7 @@ BOOST_AUTO_TEST_CASE(window_kernel_matches_the_oracle) {
     }
     // no member: log 1
     std::vector<float> empty(6, 7.0f);
-    kernels::mex_forward_window(2, 4, 3, 0, static_cast<const float* const*>(nullptr), nullptr,
-                                nullptr, empty.data());
+    kernels::mex_forward_window(2, 4, 3, 0, nullptr, nullptr, nullptr, empty.data());
     BOOST_TEST(empty == std::vector<float>(6, 0.0f));
 }
 
@@ -451,99 +450,6 @@ BOOST_AUTO_TEST_CASE(gradients_do_not_depend_on_what_grad_held) {
     for (std::size_t l = 0; l < fresh.theta.size(); ++l)
         BOOST_TEST(reused.theta[l] == fresh.theta[l]);
     BOOST_TEST(reused.mean == fresh.mean);
-}
-
-}  // namespace
-
-namespace {
-
-// The scaled form a window hands to the next conv: it holds the same log-activations as the
-// window's log output (checked entry by entry, -inf included), and a conv reading it gives what
-// the double oracle gives from those log-activations. Wide inputs make rows that need the
-// log-space rest (logged rows), and the test checks that some were made.
-BOOST_AUTO_TEST_CASE(scaled_form_carries_the_same_log_activations) {
-    std::mt19937 rng(31);
-    std::size_t logged_rows = 0;
-    for (const bool wide : {false, true}) {
-        for (const auto& [rows, I, O, count] :
-             {std::tuple<std::size_t, std::size_t, std::size_t, std::size_t>{7, 9, 20, 4},
-              {130, 32, 64, 4},
-              {64, 64, 17, 3},
-              {20, 16, 40, 9}}) {
-            std::vector<member> members;
-            for (std::size_t j = 0; j < count; ++j) {
-                members.push_back(random_member(rows, I, O, rng));
-                if (wide)
-                    for (std::size_t e = 0; e < members[j].in.size(); ++e)
-                        if (e % 3 != 0) members[j].in[e] = members[j].in[e] * 20.0f - 60.0f;
-            }
-            std::vector<kernels::detail::aligned_floats> packed(count);
-            std::vector<const float*> weights, logs;
-            std::vector<kernels::mex_input> ins(count);
-            for (std::size_t j = 0; j < count; ++j) {
-                float* w = packed[j].get(kernels::mex_forward_packed_size(I, O));
-                kernels::mex_pack_forward_weights(I, O, members[j].weights.data(), w);
-                weights.push_back(w);
-                logs.push_back(members[j].log_weights.data());
-                ins[j].values = members[j].in.data();
-            }
-            std::vector<float> log_form(rows * O), e(rows * O, 5.0f), shift(rows), side(rows * O);
-            std::vector<unsigned char> logged(rows, 7);
-            kernels::mex_forward_window(rows, I, O, count, ins.data(), weights.data(), logs.data(),
-                                        log_form.data());
-            const kernels::mex_scaled_output scaled{e.data(), shift.data(), side.data(),
-                                                    logged.data()};
-            kernels::mex_forward_window(rows, I, O, count, ins.data(), weights.data(), logs.data(),
-                                        e.data(), &scaled);
-            std::vector<float> from_scaled(rows * O);
-            for (std::size_t b = 0; b < rows; ++b) {
-                BOOST_TEST(logged[b] <= 1);
-                logged_rows += logged[b];
-                float top = 0;
-                for (std::size_t o = 0; o < O; ++o) {
-                    const float v = e[b * O + o];
-                    top = std::max(top, v);
-                    from_scaled[b * O + o] = logged[b] ? side[b * O + o]
-                                             : v > 0   ? shift[b] + std::log(v)
-                                                       : minus_infinity_f;
-                }
-                if (shift[b] != minus_infinity_f) BOOST_TEST(std::abs(top - 1.0f) <= 1e-6f);
-            }
-            std::size_t bad = 0;
-            for (std::size_t k = 0; k < log_form.size(); ++k) {
-                const double g = from_scaled[k], w = log_form[k];
-                const bool ok = w == minus_infinity
-                                    ? g == minus_infinity
-                                    : std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-                if (!ok && bad++ < 5)
-                    BOOST_ERROR(shape_name(rows, I, O, count)
-                                << " entry " << k << ": scaled form " << g << ", log form " << w);
-            }
-            BOOST_TEST(bad == 0u);
-
-            // a conv (O -> 11) reading the scaled form, against the oracle on the log form
-            member next = random_member(rows, O, 11, rng);
-            next.in = log_form;
-            const std::vector<double> want = oracle_pooled({next}, rows, O, 11);
-            aligned_buffer next_packed;
-            float* w = next_packed.get(kernels::mex_forward_packed_size(O, 11));
-            kernels::mex_pack_forward_weights(O, 11, next.weights.data(), w);
-            kernels::mex_input input;
-            input.values = e.data(), input.shift = shift.data(), input.logs = side.data();
-            input.logged = logged.data();
-            std::vector<float> out(rows * 11);
-            kernels::mex_forward_packed(rows, O, 11, input, w, next.log_weights.data(), out.data());
-            for (std::size_t k = 0; k < want.size(); ++k) {
-                const double g = out[k], v = want[k];
-                BOOST_TEST(
-                    (v == minus_infinity ? g == minus_infinity
-                                         : std::abs(g - v) <= 2e-5 * std::max(1.0, std::abs(v))),
-                    shape_name(rows, O, 11, 1)
-                        << " entry " << k << ": got " << g << ", want " << v);
-            }
-        }
-    }
-    BOOST_TEST(logged_rows > 0u);
 }
 
 }  // namespace

@@ -349,14 +349,6 @@ struct cpu {
     struct workspace {
         std::vector<std::vector<float>> acts;
         std::vector<float> d_out, d_in;  // gradients flowing down, one layer at a time
-        // Inference: activations handed from a fused conv+pooling window to the next conv in
-        // the kernels' scaled form (acts holds E; see cpu_kernels::mex_input), per layer.
-        struct scaled_form {
-            bool active = false;
-            std::vector<float> shift, logs;     // positions x rows, positions x rows x channels
-            std::vector<unsigned char> logged;  // positions x rows
-        };
-        std::vector<scaled_form> scaled;
     };
 
     static void copy_outputs(const plan& p, const workspace& ws, std::size_t first,
@@ -414,8 +406,6 @@ struct cpu {
                         std::size_t first, std::size_t rows, workspace& ws, bool keep_conv_outputs,
                         bool parallel) {
         ws.acts.resize(p.layers.size() + 1);
-        ws.scaled.resize(p.layers.size() + 1);
-        for (auto& form : ws.scaled) form.active = false;
         const bool fused_representation =
             !keep_conv_outputs && p.layers[0].kind == layer_kind::conv;
         if (!fused_representation) representation(p, prep, x, first, rows, ws.acts[0], parallel);
@@ -441,25 +431,14 @@ struct cpu {
                 continue;
             }
             const auto& w = prep.layers[l];
-            // the input block of position j, in the form layer l's input was written in
-            const auto input_at = [&](std::size_t j) {
-                cpu_kernels::mex_input input;
-                input.values = in.data() + j * rows * ic;
-                if (const auto& form = ws.scaled[l]; form.active) {
-                    input.shift = form.shift.data() + j * rows;
-                    input.logs = form.logs.data() + j * rows * ic;
-                    input.logged = form.logged.data() + j * rows;
-                }
-                return input;
-            };
             const auto conv_at = [&](int j, float* conv_out, float* pooled, bool accumulate) {
                 const std::size_t set = ly.set_of_position[j];
-                cpu_kernels::mex_input source = input_at(j);
+                const float* source = in.data() + j * rows * ic;
                 if (l == 0 && fused_representation) {
                     thread_local std::vector<float> rep;
                     rep.resize(rows * ic);
                     representation_at(p, prep, x, first, rows, j, rep.data());
-                    source.values = rep.data();
+                    source = rep.data();
                 }
                 cpu_kernels::mex_forward_packed(rows, ic, oc, source, w.forward(set),
                                                 w.log.data() + set * oc * ic, conv_out, pooled,
@@ -486,19 +465,9 @@ struct cpu {
             pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
             if (!keep_conv_outputs) {
-                // inference: one call per window, one log per output, or none when the output
-                // goes to the next conv in the scaled form
-                auto& form = ws.scaled[l + 2];
-                form.active = x.kept_positions.empty() && l + 2 < p.layers.size() &&
-                              p.layers[l + 2].kind == layer_kind::conv;
-                if (form.active) {
-                    form.shift.resize(std::size_t(pool.out_positions()) * rows);
-                    form.logs.resize(pooled.size());
-                    form.logged.resize(std::size_t(pool.out_positions()) * rows);
-                }
+                // inference: one call per window, one log per output
                 for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
-                    thread_local std::vector<cpu_kernels::mex_input> ins;
-                    thread_local std::vector<const float*> packed, logs;
+                    thread_local std::vector<const float*> ins, packed, logs;
                     thread_local std::vector<float> reps;
                     ins.clear(), packed.clear(), logs.clear();
                     if (l == 0 && fused_representation)
@@ -507,27 +476,19 @@ struct cpu {
                         const int j = pool.members[window * pool.window_size + slot];
                         if (j < 0) continue;
                         const std::size_t set = ly.set_of_position[j];
-                        cpu_kernels::mex_input source = input_at(std::size_t(j));
+                        const float* source = in.data() + j * rows * ic;
                         if (l == 0 && fused_representation) {
                             float* rep = reps.data() + ins.size() * rows * ic;
                             representation_at(p, prep, x, first, rows, j, rep);
-                            source.values = rep;
+                            source = rep;
                         }
                         ins.push_back(source);
                         packed.push_back(w.forward(set));
                         logs.push_back(w.log.data() + set * oc * ic);
                     }
-                    float* dst = pooled.data() + window * rows * oc;
-                    if (!form.active) {
-                        cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
-                                                        packed.data(), logs.data(), dst);
-                        return;
-                    }
-                    const cpu_kernels::mex_scaled_output scaled{
-                        dst, form.shift.data() + window * rows,
-                        form.logs.data() + window * rows * oc, form.logged.data() + window * rows};
                     cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
-                                                    packed.data(), logs.data(), dst, &scaled);
+                                                    packed.data(), logs.data(),
+                                                    pooled.data() + window * rows * oc);
                 });
                 marginalize_positions(p, x, l + 1, first, rows, pooled);
                 ++l;

@@ -34,40 +34,6 @@
 
 namespace tmm::backends::cpu_kernels {
 
-// A block of rows x I conv inputs, in one of two forms. Log form (shift == nullptr): values
-// holds the log-activations in[b,i]. Scaled form: values holds E[b,i] = exp(in[b,i] - shift[b])
-// with every row's maximum at most 1 (and some entry within rounding of 1), a row with shift
-// -inf being all zero (log 0); the log-activations of row b are logs[b,i] where logged[b] is
-// set, else shift[b] + log E[b,i]. The scaled form is what a fused conv+pooling window hands to
-// the next conv: no log on the way out, no exp on the way in.
-struct mex_input {
-    const float* values = nullptr;
-    const float* shift = nullptr;
-    const float* logs = nullptr;
-    const unsigned char* logged = nullptr;
-
-    // The same block from row `first` on (I inputs per row).
-    mex_input from_row(std::size_t first, std::size_t I) const {
-        mex_input r = *this;
-        r.values += first * I;
-        if (shift != nullptr) {
-            r.shift += first;
-            r.logs += first * I;
-            r.logged += first;
-        }
-        return r;
-    }
-};
-
-// Where a window's output goes in the scaled form (see mex_input): rows x O values, rows shifts,
-// rows x O logs (written only for rows it flags in logged).
-struct mex_scaled_output {
-    float* values = nullptr;
-    float* shift = nullptr;
-    float* logs = nullptr;
-    unsigned char* logged = nullptr;
-};
-
 namespace detail {
 
 using mex_batch = xsimd::batch<float>;
@@ -146,7 +112,6 @@ struct mex_scratch {
     aligned_floats window_product;    // a pooling window's running product P of S (fused)
     aligned_floats window_log_rest;   // and the rest of its sum in log space, L
     aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
-    aligned_floats log_row;           // a row of log-activations made from the scaled form
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
     std::vector<unsigned char> exact_rows;  // outputs with a share in theta_exact
 };
@@ -468,100 +433,21 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
 // The forward GEMM of one chunk of rows: m[b] = max_i in[b,i] and S = E W^T (leading
 // dimension o_padded) with E[b,i] = exp(in[b,i] - m_b), written straight into the packed A
 // layout (packed_e); E's rows are at most 1 and sum to at least 1. A row of -inf gives m = -inf
-// and S = 0. Scaled input (see mex_input) gives m and E as they are: no exp.
+// and S = 0.
 template <std::size_t NV>
-void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const mex_input& in,
+void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
                       const float* packed_w_t, float* packed_e, float* m, float* s,
                       std::size_t o_padded) {
-    if (in.shift != nullptr) {
-        std::copy_n(in.shift, chunk, m);
-        pack_a_from_rows(chunk, I, in.values, I, packed_e);
-    } else {
-        const float* in_chunk = in.values;
-        for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
-        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
-            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
-            const float* x = in_chunk + b * I + i0;
-            // -inf in the padding lanes gives exp(-inf) = 0 there.
-            return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                                  : load_partial(x, width, mex_minus_infinity)) -
-                              mex_batch(m[b]));
-        });
-    }
+    for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
+    pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
+        if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
+        const float* x = in_chunk + b * I + i0;
+        // -inf in the padding lanes gives exp(-inf) = 0 there.
+        return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
+                                              : load_partial(x, width, mex_minus_infinity)) -
+                          mex_batch(m[b]));
+    });
     gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
-}
-
-// The log-activations of row b of `in` (I of them), for the exact path: a pointer into in, or
-// into `buffer` (I floats) where they are made from the scaled form. (A window's unlogged rows
-// have every E >= 2^-80, so S >= 2^-80 and the exact path does not reach them unless I >= 2^22;
-// the reconstruction is there for any scaled input that does.)
-inline const float* log_row(const mex_input& in, std::size_t b, std::size_t I, float* buffer) {
-    if (in.shift == nullptr) return in.values + b * I;
-    if (in.logged[b]) return in.logs + b * I;
-    const float* e = in.values + b * I;
-    for (std::size_t i = 0; i < I; ++i)
-        buffer[i] = e[i] > 0.0f ? in.shift[b] + std::log(e[i]) : mex_minus_infinity;
-    return buffer;
-}
-
-// A window's rows in the scaled form (see mex_input), from M (shift_sum), L and P: a row
-// without L has log-activations M + log P[o], so its maximum is M + log max P and E = P / max P
-// (P >= 2^-80 and max P <= 1 + rounding: E is a normal float, no exp or log per entry); a row
-// with L goes through logs, M + L + log P, kept in out.logs for the next exact path.
-inline void window_scaled_output(std::size_t chunk, std::size_t O, std::size_t o_padded,
-                                 const float* product, const float* log_rest,
-                                 const float* shift_sum,
-                                 const std::vector<unsigned char>& rest_rows,
-                                 const mex_scaled_output& out, std::size_t row0, float* buffer) {
-    for (std::size_t b = 0; b < chunk; ++b) {
-        const std::size_t row = row0 + b;
-        float* e_row = out.values + row * O;
-        const float* p_row = product + b * o_padded;
-        out.logged[row] = 0;
-        if (shift_sum[b] == mex_minus_infinity) {
-            std::fill_n(e_row, O, 0.0f);
-            out.shift[row] = mex_minus_infinity;
-            continue;
-        }
-        if (!rest_rows[b]) {
-            mex_batch top(0.0f);  // P > 0
-            std::size_t o0 = 0;
-            for (; o0 + mex_lanes <= O; o0 += mex_lanes)
-                top = xsimd::max(top, mex_batch::load_aligned(p_row + o0));
-            if (o0 < O) top = xsimd::max(top, load_partial(p_row + o0, O - o0, 0.0f));
-            const float max_p = horizontal_max(top);
-            out.shift[row] = shift_sum[b] + std::log(max_p);
-            const mex_batch scale(max_p);
-            for (o0 = 0; o0 < O; o0 += mex_lanes) {
-                const std::size_t width = std::min(mex_lanes, O - o0);
-                const mex_batch e = mex_batch::load_aligned(p_row + o0) / scale;
-                if (width == mex_lanes)
-                    e.store_unaligned(e_row + o0);
-                else
-                    store_partial(e, e_row + o0, width);
-            }
-            continue;
-        }
-        // v = L + log P; the row's log-activations are M + v
-        const float* l_row = log_rest + b * o_padded;
-        float top = mex_minus_infinity;
-        for (std::size_t o = 0; o < O; ++o) {
-            buffer[o] = l_row[o] + std::log(p_row[o]);
-            top = std::max(top, buffer[o]);
-        }
-        if (top == mex_minus_infinity) {  // every entry log 0
-            std::fill_n(e_row, O, 0.0f);
-            out.shift[row] = mex_minus_infinity;
-            continue;
-        }
-        out.shift[row] = shift_sum[b] + top;
-        out.logged[row] = 1;
-        float* log_out = out.logs + row * O;
-        for (std::size_t o = 0; o < O; ++o) {
-            log_out[o] = shift_sum[b] + buffer[o];
-            e_row[o] = std::exp(buffer[o] - top);
-        }
-    }
 }
 
 // Below this a factor S, or the running product P, leaves the product for the log-space sum
@@ -577,9 +463,8 @@ inline constexpr float mex_product_floor = 0x1p-40f;
 // below the floor (then P restarts at 1). The window's output is M + L + log P.
 template <std::size_t NV>
 void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
-                               const mex_input* ins, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled,
-                               const mex_scaled_output* scaled) {
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
     const std::size_t o_padded = round_up(O, NV * mex_lanes);
@@ -592,7 +477,6 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
     float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
     float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
     auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
-    float* log_buffer = scratch.log_row.get(std::max(I, o_padded));
     alignas(64) float s_lanes[mex_lanes], p_lanes[mex_lanes], l_lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
     const mex_batch floor(mex_product_floor);
@@ -603,7 +487,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
         std::fill_n(shift_sum, chunk, 0.0f);
         rest_rows.assign(chunk, 0);
         for (std::size_t j = 0; j < count; ++j) {
-            const mex_input in_chunk = ins[j].from_row(row0, I);
+            const float* in_chunk = ins[j] + row0 * I;
             shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t[j], packed_e, m, s, o_padded);
             for (std::size_t b = 0; b < chunk; ++b) {
                 shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
@@ -639,7 +523,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                                 p_lanes[q] = 1.0f;
                             }
                             if (s_lanes[q] < threshold) {
-                                l_lanes[q] += exact_log_sum_exp(log_row(in_chunk, b, I, log_buffer),
+                                l_lanes[q] += exact_log_sum_exp(in_chunk + b * I,
                                                                 log_weights[j] + (o0 + q) * I, I) -
                                               m[b];
                                 s_lanes[q] = 1.0f;
@@ -655,11 +539,6 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                     (p_vec * s_vec).store_aligned(p_row + o0);
                 }
             }
-        }
-        if (scaled != nullptr) {
-            window_scaled_output(chunk, O, o_padded, product, log_rest, shift_sum, rest_rows,
-                                 *scaled, row0, log_buffer);
-            continue;
         }
         // the window's output: M + L + log P (P in [2^-80, 1 + rounding], a normal float)
         for (std::size_t b = 0; b < chunk; ++b) {
@@ -687,7 +566,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
 
 // Forward pass with NV vectors per B panel (see mex_forward_packed).
 template <std::size_t NV>
-void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const mex_input& in,
+void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                         const float* packed_w_t, const float* log_weights, float* out,
                         float* pooled, bool accumulate) {
     mex_scratch& scratch = thread_scratch();
@@ -698,13 +577,12 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const me
     float* packed_e = scratch.packed_rows.get(chunk_padded * I);
     float* s = scratch.product.get(chunk_padded * o_padded);
     float* m = scratch.row_max.get(chunk_padded);
-    float* log_buffer = scratch.log_row.get(I);
     alignas(64) float lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
-        const mex_input in_chunk = in.from_row(row0, I);
+        const float* in_chunk = in + row0 * I;
         float* out_chunk = out != nullptr ? out + row0 * O : nullptr;
 
         shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t, packed_e, m, s, o_padded);
@@ -715,6 +593,7 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const me
             float* out_row = out != nullptr ? out_chunk + b * O : nullptr;
             float* pooled_row = pooled != nullptr ? pooled + (row0 + b) * O : nullptr;
             const float* s_row = s + b * o_padded;
+            const float* in_row = in_chunk + b * I;
             const bool empty_row = m[b] == mex_minus_infinity;
             const mex_batch shift(m[b]);
             for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
@@ -727,8 +606,7 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const me
                         value.store_aligned(lanes);
                         for (std::size_t j = 0; j < width; ++j)
                             if (s_row[o0 + j] < threshold)
-                                lanes[j] = exact_log_sum_exp(log_row(in_chunk, b, I, log_buffer),
-                                                             log_weights + (o0 + j) * I, I);
+                                lanes[j] = exact_log_sum_exp(in_row, log_weights + (o0 + j) * I, I);
                         value = mex_batch::load_aligned(lanes);
                     }
                 }
@@ -1030,7 +908,7 @@ inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float*
 // are recomputed as an exact max-shifted logsumexp_i(in[b,i] + log W[o,i]).
 // Scratch is thread_local and reused (a few hundred KiB to a few MiB per thread, by shape), so
 // concurrent calls from different threads on different data are safe. MXCSR is restored.
-inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const mex_input& in,
+inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                                const float* packed_w_t, const float* log_weights, float* out,
                                float* pooled = nullptr, bool accumulate = false) {
     if (rows == 0 || O == 0) return;
@@ -1045,15 +923,6 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
     });
 }
 
-// The same with in given as log-activations (rows x I).
-inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                               const float* packed_w_t, const float* log_weights, float* out,
-                               float* pooled = nullptr, bool accumulate = false) {
-    mex_input input;
-    input.values = in;
-    mex_forward_packed(rows, I, O, input, packed_w_t, log_weights, out, pooled, accumulate);
-}
-
 // A conv fused with the product pooling window that follows it, for inference: pooled[b,o] =
 // sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
 // never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
@@ -1061,37 +930,18 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
 // mex_forward_packed's values (it takes one log per output instead of one per member; where
 // that could underflow it falls back to logs per member, and to the exact logsumexp where
 // mex_forward_packed does). -inf wherever a member's value is -inf. count = 0 gives 0 (log 1).
-// Inputs in either form of mex_input; the output either as log-activations (pooled, rows x O)
-// or, when scaled is not nullptr, in the scaled form (pooled is then not written).
 inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
-                               const mex_input* ins, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled,
-                               const mex_scaled_output* scaled = nullptr) {
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
     if (rows == 0 || O == 0) return;
     if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
-        const float value = count == 0 ? 0.0f : detail::mex_minus_infinity;
-        if (scaled == nullptr) {
-            std::fill_n(pooled, rows * O, value);
-            return;
-        }
-        std::fill_n(scaled->values, rows * O, count == 0 ? 1.0f : 0.0f);
-        std::fill_n(scaled->shift, rows, value);
-        std::fill_n(scaled->logged, rows, static_cast<unsigned char>(0));
+        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
         return;
     }
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_window_panels<decltype(nv)::value>(rows, I, O, count, ins, packed_w_t,
-                                                               log_weights, pooled, scaled);
+                                                               log_weights, pooled);
     });
-}
-
-// The same with each member's input given as log-activations (rows x I).
-inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
-                               const float* const* ins, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled) {
-    std::vector<mex_input> inputs(count);
-    for (std::size_t j = 0; j < count; ++j) inputs[j].values = ins[j];
-    mex_forward_window(rows, I, O, count, inputs.data(), packed_w_t, log_weights, pooled);
 }
 
 // mex_forward_packed with W (O x I) and its transpose weights_t (I x O) packed on each call.

@@ -477,9 +477,11 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
     float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
     float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
     auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
-    alignas(64) float s_lanes[mex_lanes], p_lanes[mex_lanes], l_lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
-    const mex_batch floor(mex_product_floor);
+    const mex_batch floor(mex_product_floor), one(1.0f), zero(0.0f);
+    alignas(64) float lane_numbers[mex_lanes];
+    for (std::size_t q = 0; q < mex_lanes; ++q) lane_numbers[q] = float(q);
+    const mex_batch lane_index = mex_batch::load_aligned(lane_numbers);
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
@@ -500,41 +502,44 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                     mex_batch p_vec =
                         j == 0 ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
                     if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
-                        // rare: small factors (padding lanes, whose S is 0, come here too)
-                        const std::size_t width = std::min(mex_lanes, O - o0);
+                        // small factors move to L (vectorised: with sharp trained weights this
+                        // is common); padding lanes, whose S is 0, count as factors of 1
                         if (!rest_rows[b]) {
                             std::fill_n(l_row, o_padded, 0.0f);
                             rest_rows[b] = 1;
                         }
-                        s_vec.store_aligned(s_lanes);
-                        p_vec.store_aligned(p_lanes);
-                        mex_batch::load_aligned(l_row + o0).store_aligned(l_lanes);
-                        const mex_batch log_s = log_of_normal(s_vec), log_p = log_of_normal(p_vec);
-                        alignas(64) float log_s_lanes[mex_lanes], log_p_lanes[mex_lanes];
-                        log_s.store_aligned(log_s_lanes);
-                        log_p.store_aligned(log_p_lanes);
-                        for (std::size_t q = 0; q < mex_lanes; ++q) {
-                            if (q >= width) {
-                                s_lanes[q] = 1.0f;  // padding: keep P finite
-                                continue;
-                            }
-                            if (p_lanes[q] < mex_product_floor) {
-                                l_lanes[q] += log_p_lanes[q];
-                                p_lanes[q] = 1.0f;
-                            }
-                            if (s_lanes[q] < threshold) {
-                                l_lanes[q] += exact_log_sum_exp(in_chunk + b * I,
-                                                                log_weights[j] + (o0 + q) * I, I) -
-                                              m[b];
-                                s_lanes[q] = 1.0f;
-                            } else if (s_lanes[q] < mex_product_floor) {
-                                l_lanes[q] += log_s_lanes[q];
-                                s_lanes[q] = 1.0f;
-                            }
+                        const std::size_t width = std::min(mex_lanes, O - o0);
+                        if (width < mex_lanes)
+                            s_vec =
+                                xsimd::select(lane_index >= mex_batch(float(width)), one, s_vec);
+                        mex_batch l_vec = mex_batch::load_aligned(l_row + o0);
+                        const auto small_p = p_vec < floor;
+                        if (xsimd::any(small_p)) {
+                            l_vec += xsimd::select(small_p, log_of_normal(p_vec), zero);
+                            p_vec = xsimd::select(small_p, one, p_vec);
                         }
-                        mex_batch::load_aligned(l_lanes).store_aligned(l_row + o0);
-                        s_vec = mex_batch::load_aligned(s_lanes);
-                        p_vec = mex_batch::load_aligned(p_lanes);
+                        const auto small_s = s_vec < floor;
+                        if (xsimd::any(small_s)) {
+                            // log_of_normal is valid from the fallback threshold up; below it,
+                            // the exact logsumexp (its lanes get 0 from the select first)
+                            const auto exact = s_vec < mex_batch(threshold);
+                            l_vec += xsimd::select(
+                                small_s, xsimd::select(exact, zero, log_of_normal(s_vec)), zero);
+                            if (xsimd::any(exact)) {
+                                alignas(64) float s_lanes[mex_lanes], l_lanes[mex_lanes];
+                                s_vec.store_aligned(s_lanes);
+                                l_vec.store_aligned(l_lanes);
+                                for (std::size_t q = 0; q < width; ++q)
+                                    if (s_lanes[q] < threshold)
+                                        l_lanes[q] +=
+                                            exact_log_sum_exp(in_chunk + b * I,
+                                                              log_weights[j] + (o0 + q) * I, I) -
+                                            m[b];
+                                l_vec = mex_batch::load_aligned(l_lanes);
+                            }
+                            s_vec = xsimd::select(small_s, one, s_vec);
+                        }
+                        l_vec.store_aligned(l_row + o0);
                     }
                     (p_vec * s_vec).store_aligned(p_row + o0);
                 }

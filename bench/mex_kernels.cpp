@@ -1,7 +1,8 @@
 // Google Benchmark of the CPU backend's single-threaded kernels at the shapes of the published
 // model: the MEX layer (log-space 1x1 conv) forward, backward with and without din, with the
 // weights packed on each call or once (as the backend does), the forward GEMM alone, the conv
-// fused with a 2x2 product pooling, and the representation layer. Counters: rows per second
+// fused with a 2x2 product pooling (per-member logs, as training runs it, and the window kernel
+// inference runs), and the representation layer. Counters: rows per second
 // (items) and FLOP/s, counting 2*rows*I*O per GEMM (representation: 5 FLOPs per component and
 // observed coordinate).
 #include <benchmark/benchmark.h>
@@ -184,6 +185,33 @@ void conv_pool_fused(benchmark::State& state) {
     set_counters(state, d, window);
 }
 
+// The same window through mex_forward_window, inference's kernel: one log per output (the
+// members' logs summed as the log of their product).
+void conv_pool_window(benchmark::State& state) {
+    constexpr std::size_t window = 4;
+    std::vector<mex_data> members;
+    for (std::size_t j = 0; j < window; ++j)
+        members.emplace_back(state.range(0), state.range(1), state.range(2));
+    const mex_data& d = members[0];
+    std::vector<cpu::detail::aligned_floats> packed(window);
+    std::vector<const float*> ins, weights, logs;
+    for (std::size_t j = 0; j < window; ++j) {
+        float* w = packed[j].get(cpu::mex_forward_packed_size(d.inputs, d.outputs));
+        cpu::mex_pack_forward_weights(d.inputs, d.outputs, members[j].weights.data(), w);
+        ins.push_back(members[j].in.data());
+        weights.push_back(w);
+        logs.push_back(members[j].log_weights.data());
+    }
+    std::vector<float> pooled(d.rows * d.outputs);
+    for (auto _ : state) {
+        cpu::mex_forward_window(d.rows, d.inputs, d.outputs, window, ins.data(), weights.data(),
+                                logs.data(), pooled.data());
+        benchmark::DoNotOptimize(pooled.data());
+        benchmark::ClobberMemory();
+    }
+    set_counters(state, d, window);
+}
+
 // The representation layer at one position: rows patches of s = 4 coordinates (2x2), M = 32
 // Gaussians, each pixel missing with probability 1/2 (mask fixed by a seed).
 void representation(benchmark::State& state) {
@@ -255,6 +283,7 @@ BENCHMARK(representation)->ArgName("rows")->Arg(64)->Arg(128)->Arg(1024);
 BENCHMARK(mex_forward)->Apply(published_shapes);
 BENCHMARK(mex_forward_prepacked)->Apply(published_shapes);
 BENCHMARK(conv_pool_fused)->Apply(pooled_shapes);
+BENCHMARK(conv_pool_window)->Apply(pooled_shapes);
 BENCHMARK(mex_forward_gemm_only)->Apply(chunk_shapes);
 BENCHMARK(mex_backward)->Apply(published_shapes);
 BENCHMARK(mex_backward_prepacked)->Apply(published_shapes);

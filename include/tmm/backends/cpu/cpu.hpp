@@ -1,6 +1,8 @@
 // The CPU backend: the same network as the reference backend, evaluated in float32 with
-// vectorised log-space GEMM kernels (mex_kernels.hpp) and oneTBB over fixed tiles of the
-// batch, so that results do not depend on the number of threads.
+// vectorised log-space GEMM kernels (mex_kernels.hpp) and oneTBB. Inference works through
+// fixed tiles of the batch; training through the whole batch layer by layer, one task per
+// position or weight set. Either way every sum happens in an order fixed by the shapes alone,
+// so results do not depend on the number of threads.
 #pragma once
 
 // GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
@@ -16,6 +18,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -25,96 +28,94 @@
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
+#include "leaf_kernels.hpp"
 #include "mex_kernels.hpp"
 
 namespace tmm::backends {
 
 struct cpu {
-    // Images per task. Fixed (not derived from the thread count) so that every reduction
-    // happens in the same order whatever the machine.
+    // Images per inference task. Fixed (not derived from the thread count) so that every
+    // reduction happens in the same order whatever the machine.
     static constexpr std::size_t inference_tile = 64;
-    static constexpr std::size_t training_tile = 32;
 
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
         validate(p, x);
-        validate(p, theta);
-        const prepared prep(p, theta);
+        thread_local reusable<prepared> storage;
+        const claim<prepared> mine(storage);
+        const prepared& prep = prepare(p, theta, false, mine.get());
         std::vector<float> out(x.count * p.classes);
         const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
         tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
             const std::size_t first = t * inference_tile;
             const std::size_t rows = std::min(inference_tile, x.count - first);
             thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
-            forward(p, prep, x, first, rows, ws);
+            forward(p, prep, x, first, rows, ws, false, false);
             copy_outputs(p, ws, first, rows, out);
         });
         return out;
     }
 
+    // Training evaluates the whole batch layer by layer: a task computes one position (forward)
+    // or one weight set (backward) for every image, so each gradient is accumulated by one
+    // task in a fixed order whatever the number of threads, without per-tile partial copies
+    // of the parameters.
     template <class Seed>
     static std::vector<float> gradients(const plan& p, const parameters<float>& theta,
                                         const observations<float>& x, Seed&& seed,
                                         parameters<float>& grad, bool leaf_gradients = true) {
         validate(p, x);
-        validate(p, theta);
-        const prepared prep(p, theta);
-        const std::size_t tiles = (x.count + training_tile - 1) / training_tile;
-        // Activations and per-tile gradients are reused from call to call on this thread:
-        // training calls this once per step with the same shapes.
-        // (References, not the thread_locals themselves, go into the lambdas: a thread_local
-        // named inside a task would be the worker thread's own.)
-        thread_local std::vector<workspace> cached_workspaces;
-        thread_local std::vector<parameters<float>> cached_partials;
-        std::vector<workspace>& ws = cached_workspaces;
-        std::vector<parameters<float>>& partial = cached_partials;
-        if (ws.size() < tiles) ws.resize(tiles);
-        if (partial.size() < tiles) partial.resize(tiles);
-        std::vector<float> out(x.count * p.classes);
-
-        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
-            const std::size_t first = t * training_tile;
-            const std::size_t rows = std::min(training_tile, x.count - first);
-            forward(p, prep, x, first, rows, ws[t]);
-            copy_outputs(p, ws[t], first, rows, out);
-        });
+        thread_local reusable<prepared> storage;
+        const claim<prepared> mine(storage);
+        const prepared& prep = prepare(p, theta, true, mine.get());
+        // Activations are reused from call to call on this thread: training calls this once
+        // per step with the same shapes. (A reference, not the thread_local itself, goes into
+        // the tasks: a thread_local named inside a task would be the worker thread's own.)
+        thread_local reusable<workspace> cached_workspace;
+        const claim<workspace> my_workspace(cached_workspace);
+        workspace& ws = my_workspace.get();
+        const std::size_t n = x.count;
+        forward(p, prep, x, 0, n, ws, true, true);
+        std::vector<float> out(n * p.classes);
+        copy_outputs(p, ws, 0, n, out);
 
         std::vector<float> dout(out.size(), 0.0f);
         seed(std::span<const float>(out), std::span<float>(dout));
 
-        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
-            const std::size_t first = t * training_tile;
-            const std::size_t rows = std::min(training_tile, x.count - first);
-            reset(p, partial[t]);
-            backward(p, theta, prep, x, first, rows, dout, ws[t], partial[t], leaf_gradients);
-        });
-
-        // sum the tiles' gradients in tile order, in parallel over parameter ranges
-        grad = partial[0];
-        auto reduce = [&](std::vector<float>& into, auto member) {
-            tbb::parallel_for(tbb::blocked_range<std::size_t>(0, into.size(), 4096),
-                              [&](const tbb::blocked_range<std::size_t>& r) {
-                                  for (std::size_t t = 1; t < tiles; ++t) {
-                                      const std::vector<float>& from = member(partial[t]);
-                                      for (std::size_t i = r.begin(); i < r.end(); ++i)
-                                          into[i] += from[i];
-                                  }
-                              });
-        };
-        reduce(
-            grad.mean, [](parameters<float> & q) -> auto& { return q.mean; });
-        reduce(
-            grad.log_precision, [](parameters<float> & q) -> auto& { return q.log_precision; });
-        reduce(
-            grad.logits, [](parameters<float> & q) -> auto& { return q.logits; });
-        for (std::size_t l = 0; l < grad.theta.size(); ++l)
-            reduce(
-                grad.theta[l], [l](parameters<float> & q) -> auto& { return q.theta[l]; });
+        reset(p, grad);
+        backward(p, theta, prep, x, n, dout, ws, grad, leaf_gradients);
         return out;
     }
 
   private:
+    // Storage a thread reuses from call to call, and a claim on it for one call. A call that
+    // finds it claimed (the same thread re-entered the backend: a seed that calls it, or a
+    // oneTBB worker that picked up another call while waiting inside this one) gets fresh
+    // storage of its own instead.
+    template <class T>
+    struct reusable {
+        T value;
+        bool busy = false;
+    };
+    template <class T>
+    class claim {
+      public:
+        explicit claim(reusable<T>& r) : shared_(r), mine_(!r.busy) { r.busy = true; }
+        ~claim() {
+            if (mine_) shared_.busy = false;
+        }
+        claim(const claim&) = delete;
+        claim& operator=(const claim&) = delete;
+        T& get() const { return mine_ ? shared_.value : fresh_; }
+
+      private:
+        reusable<T>& shared_;
+        bool mine_;
+        mutable T fresh_;
+    };
+
     // Zero gradients shaped for p, keeping the storage of an earlier call when it fits.
+    // (The conv layers' arrays are left as they are: backward() writes them whole.)
     static void reset(const plan& p, parameters<float>& g) {
         const std::size_t leaf = std::size_t(p.components) * p.patch_size();
         const bool gaussian = p.leaves == leaf_kind::gaussian;
@@ -126,7 +127,8 @@ struct cpu {
             g = zero_parameters<float>(p);
             return;
         }
-        g.for_each_array([](std::vector<float>& a) { std::fill(a.begin(), a.end(), 0.0f); });
+        for (std::vector<float>* a : {&g.mean, &g.log_precision, &g.logits})
+            std::fill(a->begin(), a->end(), 0.0f);
     }
 
     static constexpr float log_two_pi = 1.8378770664093454836f;
@@ -139,25 +141,119 @@ struct cpu {
         for (; i < n; ++i) v[i] = std::exp(v[i]);
     }
 
-    // Weights in the three layouts the kernels read, computed once per call.
+    // log W and W = exp(log W) of one row of conv logits t: log W = t - logsumexp(t).
+    // False (and nothing written) when the row holds NaN or +inf or is entirely -inf, values
+    // that validate() refuses.
+    static bool normalize_row(const float* t, std::size_t in, float* lw, float* lin) {
+        using batch = xsimd::batch<float>;
+        using cpu_kernels::detail::load_partial;
+        constexpr std::size_t lanes = batch::size;
+        constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
+        const batch plus_infinity(std::numeric_limits<float>::infinity());
+        const auto load = [&](const float* at, std::size_t width, float fill) {
+            return width == lanes ? batch::load_unaligned(at) : load_partial(at, width, fill);
+        };
+        const auto store = [&](const batch& v, float* at, std::size_t width) {
+            if (width == lanes)
+                v.store_unaligned(at);
+            else
+                cpu_kernels::detail::store_partial(v, at, width);
+        };
+        batch top(minus_infinity);
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const batch v = load(t + a, std::min(lanes, in - a), minus_infinity);
+            if (xsimd::any(xsimd::isnan(v) | (v == plus_infinity))) return false;
+            top = xsimd::max(top, v);
+        }
+        const float m = cpu_kernels::detail::horizontal_max(top);
+        if (m == minus_infinity) return false;
+        // W = exp(t - m) / sum: the exps are kept in lin on the way (no second exp)
+        batch sum(0.0f);
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const std::size_t width = std::min(lanes, in - a);
+            const batch e = xsimd::exp(load(t + a, width, minus_infinity) - batch(m));
+            store(e, lin + a, width);
+            sum += e;
+        }
+        const float total = xsimd::hadd(sum);
+        const batch norm(m + std::log(total)), scale(1.0f / total);
+        for (std::size_t a = 0; a < in; a += lanes) {
+            const std::size_t width = std::min(lanes, in - a);
+            store(load(t + a, width, minus_infinity) - norm, lw + a, width);
+            store(load(lin + a, width, 0.0f) * scale, lin + a, width);
+        }
+        return true;
+    }
+
+    // Whether every array of theta has the size p needs and the leaves' values are allowed (as
+    // validate() decides; the conv logits are checked while they are normalised).
+    static bool leaves_and_sizes_fit(const plan& p, const parameters<float>& theta) {
+        const std::size_t leaf = std::size_t(p.components) * p.patch_size();
+        const bool gaussian = p.leaves == leaf_kind::gaussian;
+        if (theta.mean.size() != (gaussian ? leaf : 0) ||
+            theta.log_precision.size() != (gaussian ? leaf : 0) ||
+            theta.logits.size() != (gaussian ? 0 : leaf * p.values) ||
+            theta.log_prior.size() != std::size_t(p.classes) ||
+            theta.theta.size() != p.layers.size())
+            return false;
+        for (std::size_t l = 0; l < p.layers.size(); ++l)
+            if (theta.theta[l].size() != p.layers[l].weight_count()) return false;
+        const auto finite = [](const std::vector<float>& a) {
+            return std::all_of(a.begin(), a.end(), [](float v) { return std::isfinite(v); });
+        };
+        // rows of log-probabilities: no NaN or +inf, and not all -inf
+        const auto distributions = [](const std::vector<float>& a, std::size_t row) {
+            for (std::size_t start = 0; start < a.size(); start += row) {
+                bool some = false;
+                for (std::size_t i = start; i < start + row; ++i) {
+                    if (std::isnan(a[i]) || a[i] == std::numeric_limits<float>::infinity())
+                        return false;
+                    some = some || a[i] != -std::numeric_limits<float>::infinity();
+                }
+                if (!some) return false;
+            }
+            return true;
+        };
+        return finite(theta.mean) && finite(theta.log_precision) &&
+               distributions(theta.logits, std::size_t(p.values)) &&
+               distributions(theta.log_prior, std::size_t(p.classes));
+    }
+
+    // Weights in the layouts the kernels read, computed and packed once per call and shared
+    // read-only by every tile.
     struct prepared {
         struct conv_weights {
-            std::vector<float> linear, transposed, log;  // sets x O x I, sets x I x O, sets x O x I
+            std::vector<float> linear, log;  // sets x O x I
+            // per set, the GEMMs' B operands: W^T for the forward pass, W for din (training)
+            cpu_kernels::detail::aligned_floats packed_forward, packed_backward;
+            std::size_t forward_size = 0, backward_size = 0;  // floats per set
+            const float* forward(std::size_t set) const {
+                return packed_forward.data() + set * forward_size;
+            }
+            const float* backward(std::size_t set) const {
+                return packed_backward.data() + set * backward_size;
+            }
         };
         std::vector<conv_weights> layers;
-        std::vector<float> leaf_log_probabilities;  // categorical: M x s x V
+        std::vector<float> leaf_log_probabilities;    // categorical: M x s x V
+        std::vector<float> leaf_log_probabilities_t;  // categorical: s x V x M
         std::vector<float> mean_t, half_log_precision_t, half_precision_t;  // Gaussian: s x M
         std::vector<float> precision;                                       // Gaussian: M x s
+        bool valid = true;  // false: a conv logit that validate() refuses (nothing else is set)
+        cpu_kernels::leaf_tables tables;  // pointing into the arrays above
 
-        prepared(const plan& p, const parameters<float>& theta) : layers(p.layers.size()) {
+        // Fills everything for p and theta, reusing the storage of an earlier call (a training
+        // run prepares the same shapes every step: no allocation, no fresh pages to fault in).
+        void assign(const plan& p, const parameters<float>& theta, bool for_training) {
+            valid = true;
+            layers.resize(p.layers.size());
             for (std::size_t l = 0; l < p.layers.size(); ++l) {
                 const layer& ly = p.layers[l];
                 if (ly.kind != layer_kind::conv) continue;
                 auto& w = layers[l];
                 const std::size_t o = ly.out_channels, in = ly.in_channels;
-                const std::size_t rows = std::size_t(ly.weight_sets) * o;
+                const std::size_t sets = ly.weight_sets, rows = sets * o;
                 w.linear.resize(rows * in);
-                w.transposed.resize(rows * in);
                 if (ly.fixed) {
                     w.log = log_weights(ly, theta.theta[l]);
                     w.linear = w.log;
@@ -165,26 +261,39 @@ struct cpu {
                 } else {
                     // log W = theta - logsumexp(theta) per row; W = exp(log W), vectorised
                     w.log.resize(rows * in);
-                    tbb::parallel_for(std::size_t(0), rows, [&](std::size_t r) {
-                        const float* t = theta.theta[l].data() + r * in;
-                        float* lw = w.log.data() + r * in;
-                        float* lin = w.linear.data() + r * in;
-                        const float m = *std::max_element(t, t + in);
-                        for (std::size_t a = 0; a < in; ++a) lin[a] = t[a] - m;
-                        exp_in_place(lin, in);
-                        double sum = 0;
-                        for (std::size_t a = 0; a < in; ++a) sum += lin[a];
-                        const float norm = m + float(std::log(sum));
-                        for (std::size_t a = 0; a < in; ++a) lw[a] = t[a] - norm;
-                        std::copy_n(lw, in, lin);
-                        exp_in_place(lin, in);
-                    });
+                    std::atomic<bool> rows_valid = true;
+                    tbb::parallel_for(
+                        tbb::blocked_range<std::size_t>(0, rows, 64),
+                        [&](const tbb::blocked_range<std::size_t>& range) {
+                            for (std::size_t r = range.begin(); r < range.end(); ++r)
+                                if (!normalize_row(theta.theta[l].data() + r * in, in,
+                                                   w.log.data() + r * in, w.linear.data() + r * in))
+                                    rows_valid = false;
+                        });
+                    if (!rows_valid) {
+                        valid = false;
+                        return;  // prepare() has validate() throw
+                    }
                 }
-                for (std::size_t set = 0; set < std::size_t(ly.weight_sets); ++set)
-                    for (std::size_t g = 0; g < o; ++g)
-                        for (std::size_t a = 0; a < in; ++a)
-                            w.transposed[(set * in + a) * o + g] = w.linear[(set * o + g) * in + a];
+                w.forward_size = cpu_kernels::mex_forward_packed_size(in, o);
+                w.packed_forward.get(sets * w.forward_size);
+                if (for_training) {
+                    w.backward_size = cpu_kernels::mex_backward_packed_size(in, o);
+                    w.packed_backward.get(sets * w.backward_size);
+                }
+                tbb::parallel_for(std::size_t(0), sets, [&](std::size_t set) {
+                    const float* linear = w.linear.data() + set * o * in;
+                    cpu_kernels::mex_pack_forward_weights(
+                        in, o, linear, w.packed_forward.data() + set * w.forward_size);
+                    if (for_training)
+                        cpu_kernels::mex_pack_backward_weights(
+                            in, o, linear, w.packed_backward.data() + set * w.backward_size);
+                });
             }
+            tables.components = p.components;
+            tables.coordinates = p.patch_size();
+            tables.values = p.values;
+            tables.gaussian = p.leaves == leaf_kind::gaussian;
             // Gaussian leaves, coordinate-major so that loops over components are contiguous
             if (p.leaves == leaf_kind::gaussian) {
                 const std::size_t m = p.components, s = p.patch_size();
@@ -202,17 +311,39 @@ struct cpu {
                     }
             }
             if (p.leaves == leaf_kind::categorical) {
-                const std::size_t v = p.values;
+                const std::size_t v = p.values, m = p.components, s = p.patch_size();
                 leaf_log_probabilities.resize(theta.logits.size());
+                leaf_log_probabilities_t.resize(theta.logits.size());
                 for (std::size_t r = 0; r * v < theta.logits.size(); ++r) {
                     const std::span<const float> row(theta.logits.data() + r * v, v);
                     const float norm = log_sum_exp(row);
                     for (std::size_t i = 0; i < v; ++i)
                         leaf_log_probabilities[r * v + i] = row[i] - norm;
                 }
+                for (std::size_t d = 0; d < m; ++d)
+                    for (std::size_t k = 0; k < s; ++k)
+                        for (std::size_t i = 0; i < v; ++i)
+                            leaf_log_probabilities_t[(k * v + i) * m + d] =
+                                leaf_log_probabilities[(d * s + k) * v + i];
             }
+            // (moving a prepared moves the vectors' storage with it: the pointers stay valid)
+            tables.mean_t = mean_t.data();
+            tables.half_log_precision_t = half_log_precision_t.data();
+            tables.half_precision_t = half_precision_t.data();
+            tables.log_probabilities_t = leaf_log_probabilities_t.data();
         }
     };
+
+    // The parameters checked and prepared in one pass over them: anything validate() would
+    // refuse sends them through validate(), which throws the precise error.
+    // `into` is the caller's (thread_local) storage, reused from call to call.
+    static const prepared& prepare(const plan& p, const parameters<float>& theta, bool for_training,
+                                   prepared& into) {
+        if (!leaves_and_sizes_fit(p, theta)) validate(p, theta);
+        into.assign(p, theta, for_training);
+        if (!into.valid) validate(p, theta);
+        return into;
+    }
 
     // Activations of one tile, layer by layer: positions x rows x channels.
     struct workspace {
@@ -225,42 +356,59 @@ struct cpu {
         std::copy_n(ws.acts.back().begin(), rows * p.classes, out.begin() + first * p.classes);
     }
 
+    // Log-densities of the leaves at every position: rep = positions x rows x M. A missing
+    // coordinate contributes log 1 = 0.
     static void representation(const plan& p, const prepared& prep, const observations<float>& x,
-                               std::size_t first, std::size_t rows, std::vector<float>& rep) {
-        const int m = p.components, s = p.patch_size();
-        rep.assign(std::size_t(p.positions()) * rows * m, 0.0f);
-        for (int i = 0; i < p.positions(); ++i)
-            for (std::size_t b = 0; b < rows; ++b) {
-                float* r = rep.data() + (std::size_t(i) * rows + b) * m;
-                for (int k = 0; k < s; ++k) {
-                    const int pixel = p.pixel_of(i, k);
-                    if (pixel < 0) continue;
-                    const std::size_t index = (first + b) * p.pixels() + pixel;
-                    if (!x.is_observed(index)) continue;
-                    const float v = x.values[index];
-                    if (p.leaves == leaf_kind::gaussian) {
-                        // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
-                        const float* mu = prep.mean_t.data() + k * m;
-                        const float* half = prep.half_log_precision_t.data() + k * m;
-                        const float* lam = prep.half_precision_t.data() + k * m;
-                        for (int d = 0; d < m; ++d) {
-                            const float diff = v - mu[d];
-                            r[d] += half[d] - lam[d] * diff * diff;
-                        }
-                    } else {
-                        for (int d = 0; d < m; ++d)
-                            r[d] +=
-                                prep.leaf_log_probabilities[(std::size_t(d) * s + k) * p.values +
-                                                            std::size_t(v)];
-                    }
-                }
-            }
+                               std::size_t first, std::size_t rows, std::vector<float>& rep,
+                               bool parallel) {
+        const std::size_t m = p.components;
+        rep.resize(std::size_t(p.positions()) * rows * m);
+        for_each_index(parallel, p.positions(), [&](std::size_t i) {
+            representation_at(p, prep, x, first, rows, i, rep.data() + i * rows * m);
+        });
     }
 
+    // The representation at one position: rows x M.
+    static void representation_at(const plan& p, const prepared& prep, const observations<float>& x,
+                                  std::size_t first, std::size_t rows, std::size_t position,
+                                  float* out) {
+        const int s = p.patch_size();
+        thread_local std::vector<int> pixels;
+        pixels.resize(s);
+        for (int k = 0; k < s; ++k) pixels[k] = p.pixel_of(int(position), k);
+        cpu_kernels::leaf_log_densities(prep.tables, x, first, rows, pixels.data(),
+                                        std::size_t(p.pixels()), out);
+    }
+
+    // f(i) for i < n, in parallel (oneTBB) or in order.
+    template <class F>
+    static void for_each_index(bool parallel, std::size_t n, F&& f) {
+        if (parallel)
+            tbb::parallel_for(std::size_t(0), n, [&](std::size_t i) { f(i); });
+        else
+            for (std::size_t i = 0; i < n; ++i) f(i);
+    }
+
+    // Whether conv layer l can be fused with the product pooling l + 1 that follows it: not
+    // when the conv's own output is marginalised by position.
+    static bool fused_with_pool(const plan& p, const observations<float>& x, std::size_t l) {
+        return l + 1 < p.layers.size() && p.layers[l].kind == layer_kind::conv &&
+               p.layers[l + 1].kind == layer_kind::pool &&
+               (x.kept_positions.empty() || x.marginalized_layer != l);
+    }
+
+    // acts[l + 1] = layer l of acts[l]. A conv followed by a pooling is fused with it: each
+    // window's output accumulates its members' conv outputs, which are kept (in acts[l + 1])
+    // only when `keep_conv_outputs` (training needs them for the backward pass).
+    // Without keep_conv_outputs the representation is not kept either: the first conv computes
+    // it position by position into a small buffer (rows x M) as it goes.
     static void forward(const plan& p, const prepared& prep, const observations<float>& x,
-                        std::size_t first, std::size_t rows, workspace& ws) {
+                        std::size_t first, std::size_t rows, workspace& ws, bool keep_conv_outputs,
+                        bool parallel) {
         ws.acts.resize(p.layers.size() + 1);
-        representation(p, prep, x, first, rows, ws.acts[0]);
+        const bool fused_representation =
+            !keep_conv_outputs && p.layers[0].kind == layer_kind::conv;
+        if (!fused_representation) representation(p, prep, x, first, rows, ws.acts[0], parallel);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -268,25 +416,98 @@ struct cpu {
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
             if (ly.kind == layer_kind::pool) {
                 // out[J] = sum of in[j] over the members of window J (rows x channels blocks)
-                out.assign(std::size_t(ly.out_positions()) * rows * oc, 0.0f);
-                ly.for_each_member([&](int w, int j) {
-                    const float* src = in.data() + std::size_t(j) * rows * ic;
-                    float* dst = out.data() + std::size_t(w) * rows * oc;
-                    for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                out.resize(std::size_t(ly.out_positions()) * rows * oc);
+                for_each_index(parallel, ly.out_positions(), [&](std::size_t window) {
+                    float* dst = out.data() + window * rows * oc;
+                    std::fill_n(dst, rows * oc, 0.0f);
+                    for (int slot = 0; slot < ly.window_size; ++slot) {
+                        const int j = ly.members[window * ly.window_size + slot];
+                        if (j < 0) continue;
+                        const float* src = in.data() + std::size_t(j) * rows * ic;
+                        for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                    }
                 });
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
             }
-            out.resize(std::size_t(ly.out_positions()) * rows * oc);
             const auto& w = prep.layers[l];
-            for (int j = 0; j < ly.in_positions(); ++j) {
+            const auto conv_at = [&](int j, float* conv_out, float* pooled, bool accumulate) {
                 const std::size_t set = ly.set_of_position[j];
-                cpu_kernels::mex_forward(rows, ic, oc, in.data() + j * rows * ic,
-                                         w.linear.data() + set * oc * ic,
-                                         w.transposed.data() + set * oc * ic,
-                                         w.log.data() + set * oc * ic, out.data() + j * rows * oc);
+                const float* source = in.data() + j * rows * ic;
+                if (l == 0 && fused_representation) {
+                    thread_local std::vector<float> rep;
+                    rep.resize(rows * ic);
+                    representation_at(p, prep, x, first, rows, j, rep.data());
+                    source = rep.data();
+                }
+                cpu_kernels::mex_forward_packed(rows, ic, oc, source, w.forward(set),
+                                                w.log.data() + set * oc * ic, conv_out, pooled,
+                                                accumulate);
+            };
+            // In parallel, fusing would leave one task per window: with few windows (the top of
+            // an HT model has one) the positions are spread over the threads instead, and the
+            // pooling runs as a layer of its own.
+            constexpr int fewest_parallel_windows = 16;
+            const bool fuse =
+                fused_with_pool(p, x, l) &&
+                (!parallel || p.layers[l + 1].out_positions() >= fewest_parallel_windows);
+            if (!fuse) {
+                out.resize(std::size_t(ly.out_positions()) * rows * oc);
+                for_each_index(parallel, ly.in_positions(), [&](std::size_t j) {
+                    conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
+                });
+                marginalize_positions(p, x, l, first, rows, out);
+                continue;
             }
-            marginalize_positions(p, x, l, first, rows, out);
+            // fused: window by window, members in order (the sum of the unfused pooling)
+            const layer& pool = p.layers[l + 1];
+            std::vector<float>& pooled = ws.acts[l + 2];
+            pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
+            if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
+            if (!keep_conv_outputs) {
+                // inference: one call per window, one log per output
+                for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
+                    thread_local std::vector<const float*> ins, packed, logs;
+                    thread_local std::vector<float> reps;
+                    ins.clear(), packed.clear(), logs.clear();
+                    if (l == 0 && fused_representation)
+                        reps.resize(std::size_t(pool.window_size) * rows * ic);
+                    for (int slot = 0; slot < pool.window_size; ++slot) {
+                        const int j = pool.members[window * pool.window_size + slot];
+                        if (j < 0) continue;
+                        const std::size_t set = ly.set_of_position[j];
+                        const float* source = in.data() + j * rows * ic;
+                        if (l == 0 && fused_representation) {
+                            float* rep = reps.data() + ins.size() * rows * ic;
+                            representation_at(p, prep, x, first, rows, j, rep);
+                            source = rep;
+                        }
+                        ins.push_back(source);
+                        packed.push_back(w.forward(set));
+                        logs.push_back(w.log.data() + set * oc * ic);
+                    }
+                    cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
+                                                    packed.data(), logs.data(),
+                                                    pooled.data() + window * rows * oc);
+                });
+                marginalize_positions(p, x, l + 1, first, rows, pooled);
+                ++l;
+                continue;
+            }
+            for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
+                float* dst = pooled.data() + window * rows * oc;
+                bool accumulate = false;
+                for (int slot = 0; slot < pool.window_size; ++slot) {
+                    const int j = pool.members[window * pool.window_size + slot];
+                    if (j < 0) continue;
+                    conv_at(j, keep_conv_outputs ? out.data() + j * rows * oc : nullptr, dst,
+                            accumulate);
+                    accumulate = true;
+                }
+                if (!accumulate) std::fill_n(dst, rows * oc, 0.0f);  // only padded slots
+            });
+            marginalize_positions(p, x, l + 1, first, rows, pooled);
+            ++l;
         }
     }
 
@@ -304,50 +525,103 @@ struct cpu {
                     std::fill_n(act.data() + (j * rows + b) * channels, channels, 0.0f);
     }
 
+    // Gradients of the whole batch (rows images from the first), layer by layer from the top;
+    // grad's leaf arrays must be zero on entry (reset), its conv arrays are written whole.
     static void backward(const plan& p, const parameters<float>& theta, const prepared& prep,
-                         const observations<float>& x, std::size_t first, std::size_t rows,
+                         const observations<float>& x, std::size_t rows,
                          const std::vector<float>& dout_all, workspace& ws, parameters<float>& grad,
                          bool with_leaves) {
         // gradient with respect to the last activations: rows x K, from the caller's seed
         std::vector<float>& d_out = ws.d_out;
         std::vector<float>& d_in = ws.d_in;
-        d_out.assign(dout_all.begin() + first * p.classes,
-                     dout_all.begin() + (first + rows) * p.classes);
+        d_out.assign(dout_all.begin(), dout_all.begin() + rows * p.classes);
+        // A pooling passes each window's gradient unchanged to its members: the conv below
+        // reads it there (d_out block window_of[j] for position j) instead of a copy per member.
+        std::vector<int> window_of;
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
-            d_in.assign(std::size_t(ly.in_positions()) * rows * ic, 0.0f);
-            marginalize_positions(p, x, l, first, rows, d_out);
+            marginalize_positions(p, x, l, 0, rows, d_out);
+            if (ly.kind == layer_kind::pool && l > 0 && p.layers[l - 1].kind == layer_kind::conv &&
+                (x.kept_positions.empty() || x.marginalized_layer != l - 1)) {
+                window_of.assign(ly.in_positions(), -1);
+                ly.for_each_member([&](int w, int j) { window_of[j] = w; });
+                continue;  // d_out stays the pooling's output gradient
+            }
+            d_in.resize(std::size_t(ly.in_positions()) * rows * ic);  // every block is written
             if (ly.kind == layer_kind::pool) {
-                ly.for_each_member([&](int w, int j) {
-                    std::copy_n(d_out.data() + std::size_t(w) * rows * oc, rows * oc,
-                                d_in.data() + std::size_t(j) * rows * ic);
+                for_each_index(true, ly.out_positions(), [&](std::size_t window) {
+                    for (int slot = 0; slot < ly.window_size; ++slot)
+                        if (const int j = ly.members[window * ly.window_size + slot]; j >= 0)
+                            std::copy_n(d_out.data() + window * rows * oc, rows * oc,
+                                        d_in.data() + std::size_t(j) * rows * ic);
                 });
             } else {
                 const auto& w = prep.layers[l];
                 const bool need_input = l > 0 || with_leaves;  // d rep feeds the leaves only
-                for (int j = 0; j < ly.in_positions(); ++j) {
-                    const std::size_t set = ly.set_of_position[j];
+                // one task per weight set: its positions in order accumulate its gradient
+                for_each_index(true, ly.weight_sets, [&](std::size_t set) {
                     float* dtheta = ly.fixed ? nullptr : grad.theta[l].data() + set * oc * ic;
-                    cpu_kernels::mex_backward(
-                        rows, ic, oc, ws.acts[l].data() + j * rows * ic,
-                        ws.acts[l + 1].data() + j * rows * oc, d_out.data() + j * rows * oc,
-                        w.linear.data() + set * oc * ic, w.transposed.data() + set * oc * ic,
-                        w.log.data() + set * oc * ic,
-                        need_input ? d_in.data() + j * rows * ic : nullptr, dtheta);
-                }
+                    bool first = true;  // the set's first position writes its gradient
+                    for (int j = 0; j < ly.in_positions(); ++j) {
+                        if (std::size_t(ly.set_of_position[j]) != set) continue;
+                        const std::size_t block =
+                            window_of.empty() ? std::size_t(j) : std::size_t(window_of[j]);
+                        cpu_kernels::mex_backward_packed(
+                            rows, ic, oc, ws.acts[l].data() + j * rows * ic,
+                            ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,
+                            w.linear.data() + set * oc * ic, w.backward(set),
+                            w.log.data() + set * oc * ic,
+                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta, first);
+                        first = false;
+                    }
+                    if (first && dtheta != nullptr)  // a set no position uses
+                        std::fill_n(dtheta, oc * ic, 0.0f);
+                });
+                if (!need_input) d_in.clear();
+                window_of.clear();
             }
             std::swap(d_out, d_in);
         }
-        if (with_leaves) leaf_gradients(p, theta, prep, x, first, rows, d_out, grad);
+        if (with_leaves) leaf_gradients_by_blocks(p, theta, prep, x, rows, d_out, grad);
+    }
+
+    // The leaves' gradients, in parallel over fixed blocks of positions, each into its own
+    // partial sums, added in block order (the same result whatever the threads).
+    static void leaf_gradients_by_blocks(const plan& p, const parameters<float>& theta,
+                                         const prepared& prep, const observations<float>& x,
+                                         std::size_t rows, const std::vector<float>& d_rep,
+                                         parameters<float>& grad) {
+        constexpr std::size_t positions_per_block = 16;
+        const std::size_t blocks =
+            (std::size_t(p.positions()) + positions_per_block - 1) / positions_per_block;
+        std::vector<parameters<float>> partial(blocks);
+        tbb::parallel_for(std::size_t(0), blocks, [&](std::size_t block) {
+            parameters<float>& g = partial[block];
+            g.mean.assign(grad.mean.size(), 0.0f);
+            g.log_precision.assign(grad.log_precision.size(), 0.0f);
+            g.logits.assign(grad.logits.size(), 0.0f);
+            const std::size_t begin = block * positions_per_block;
+            const std::size_t end =
+                std::min(begin + positions_per_block, std::size_t(p.positions()));
+            leaf_gradients(p, theta, prep, x, begin, end, rows, d_rep, g);
+        });
+        for (const parameters<float>& g : partial) {
+            for (std::size_t i = 0; i < g.mean.size(); ++i) grad.mean[i] += g.mean[i];
+            for (std::size_t i = 0; i < g.log_precision.size(); ++i)
+                grad.log_precision[i] += g.log_precision[i];
+            for (std::size_t i = 0; i < g.logits.size(); ++i) grad.logits[i] += g.logits[i];
+        }
     }
 
     static void leaf_gradients(const plan& p, const parameters<float>& theta, const prepared& prep,
-                               const observations<float>& x, std::size_t first, std::size_t rows,
+                               const observations<float>& x, std::size_t first_position,
+                               std::size_t end_position, std::size_t rows,
                                const std::vector<float>& d_rep, parameters<float>& grad) {
         const int m = p.components, s = p.patch_size();
         const std::vector<float>& precision = prep.precision;
-        for (int i = 0; i < p.positions(); ++i)
+        const std::size_t first = 0;  // the whole batch
+        for (int i = int(first_position); i < int(end_position); ++i)
             for (std::size_t b = 0; b < rows; ++b) {
                 const float* seed = d_rep.data() + (std::size_t(i) * rows + b) * m;
                 for (int k = 0; k < s; ++k) {

@@ -82,6 +82,8 @@ class aligned_floats {
         }
         return data_.get();
     }
+    float* data() { return data_.get(); }
+    const float* data() const { return data_.get(); }
 
   private:
     static constexpr std::size_t alignment = 64;
@@ -97,17 +99,21 @@ class aligned_floats {
 // Per-thread scratch, reused across calls so the hot path never allocates once warm. Each
 // thread has its own, which is what makes concurrent calls on different data safe.
 struct mex_scratch {
-    aligned_floats packed_weights;  // B operand of a GEMM: W^T (forward) or W (din)
-    aligned_floats packed_rows;     // A operand: E (forward) or G (din)
-    aligned_floats packed_g_t;      // A operand of the dtheta GEMM: G^T
-    aligned_floats packed_e;        // B operand of the dtheta GEMM: E
-    aligned_floats product;         // GEMM result of a chunk: S (forward) or G W (din)
-    aligned_floats g;               // G, row-major with padded columns
-    aligned_floats theta_product;   // G^T E accumulated over chunks
-    aligned_floats theta_exact;     // the exact path's share of dtheta
-    aligned_floats dout_sum;        // sum over fast-path rows of dout, per output
-    aligned_floats row_max;         // m_b of a chunk
+    aligned_floats packed_weights;    // B operand of a GEMM: W^T (forward) or W (din)
+    aligned_floats packed_rows;       // A operand: E (forward) or G (din)
+    aligned_floats packed_g_t;        // A operand of the dtheta GEMM: G^T
+    aligned_floats packed_e;          // B operand of the dtheta GEMM: E
+    aligned_floats product;           // GEMM result of a chunk: S (forward) or G W (din)
+    aligned_floats g;                 // G, row-major with padded columns
+    aligned_floats theta_product;     // G^T E accumulated over chunks
+    aligned_floats theta_exact;       // the exact path's share of dtheta
+    aligned_floats dout_sum;          // sum over fast-path rows of dout, per output
+    aligned_floats row_max;           // m_b of a chunk
+    aligned_floats window_product;    // a pooling window's running product P of S (fused)
+    aligned_floats window_log_rest;   // and the rest of its sum in log space, L
+    aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
+    std::vector<unsigned char> exact_rows;  // outputs with a share in theta_exact
 };
 
 inline mex_scratch& thread_scratch() {
@@ -115,16 +121,17 @@ inline mex_scratch& thread_scratch() {
     return scratch;
 }
 
-// Sets flush-to-zero (FTZ) for the life of the guard and restores MXCSR after: subnormal
-// results (products of tiny E and W) are slow on many x86 cores, and the thresholds above
-// account for them being zero. Denormals-are-zero is left off, so subnormal weights given by
-// the caller are used as they are.
+// Sets flush-to-zero (FTZ) and denormals-are-zero (DAZ) for the life of the guard and
+// restores MXCSR after: subnormal operands and results (tiny E and W as weights sharpen) are
+// slow on many x86 cores. The thresholds above account for them being zero: a subnormal W or E
+// read as 0 moves a term of S, G W or G^T E by less than 2^-126 of its other factor, the same
+// bound as a flushed result. The exact paths work on logs, which are never subnormal.
 // Elsewhere than x86 it does nothing.
 class flush_to_zero_guard {
   public:
 #if defined(__SSE__)
     flush_to_zero_guard() : saved_(_mm_getcsr()) {
-        _mm_setcsr(saved_ | _MM_FLUSH_ZERO_ON);
+        _mm_setcsr(saved_ | _MM_FLUSH_ZERO_ON | denormals_are_zero);
     }
     ~flush_to_zero_guard() {
         _mm_setcsr(saved_);
@@ -137,6 +144,7 @@ class flush_to_zero_guard {
 
   private:
 #if defined(__SSE__)
+    static constexpr unsigned int denormals_are_zero = 0x0040;  // MXCSR bit 6 (SSE2 and later)
     unsigned int saved_;
 #endif
 };
@@ -422,76 +430,214 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
     return f(std::integral_constant<std::size_t, mex_nv>{});
 }
 
-// Forward pass with NV vectors per B panel (see mex_forward).
+// The forward GEMM of one chunk of rows: m[b] = max_i in[b,i] and S = E W^T (leading
+// dimension o_padded) with E[b,i] = exp(in[b,i] - m_b), written straight into the packed A
+// layout (packed_e); E's rows are at most 1 and sum to at least 1. A row of -inf gives m = -inf
+// and S = 0.
 template <std::size_t NV>
-void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                        const float* weights_t, const float* log_weights, float* out) {
-    constexpr std::size_t nr = NV * mex_lanes;
+void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
+                      const float* packed_w_t, float* packed_e, float* m, float* s,
+                      std::size_t o_padded) {
+    for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
+    pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
+        if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
+        const float* x = in_chunk + b * I + i0;
+        // -inf in the padding lanes gives exp(-inf) = 0 there.
+        return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
+                                              : load_partial(x, width, mex_minus_infinity)) -
+                          mex_batch(m[b]));
+    });
+    gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
+}
+
+// Below this a factor S, or the running product P, leaves the product for the log-space sum
+// (see mex_forward_window_panels): two factors of at least 2^-40 multiply to a normal float.
+inline constexpr float mex_product_floor = 0x1p-40f;
+
+// Forward pass of a conv fused with a product pooling window (see mex_forward_window): the
+// members' values m_j + log S_j are summed as sum_j m_j + log prod_j S_j, one log per window
+// output instead of one per member. Per row b: M = sum_j m_j (-inf once a member's row is all
+// -inf); per entry: P, the running product of the S_j that are at least mex_product_floor,
+// and L, the log-space rest: log S_j for smaller S_j above the fallback threshold, exact_j - m_j
+// for S_j below it (the exact logsumexp, as in mex_forward_panels), and log P whenever P drops
+// below the floor (then P restarts at 1). The window's output is M + L + log P.
+template <std::size_t NV>
+void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
-    const std::size_t o_padded = round_up(O, nr);
+    const std::size_t o_padded = round_up(O, NV * mex_lanes);
     const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
 
-    float* packed_w_t = scratch.packed_weights.get(o_padded * I);
     float* packed_e = scratch.packed_rows.get(chunk_padded * I);
     float* s = scratch.product.get(chunk_padded * o_padded);
     float* m = scratch.row_max.get(chunk_padded);
-    pack_b<NV>(I, O, weights_t, O, packed_w_t);
+    float* product = scratch.window_product.get(chunk_padded * o_padded);
+    float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
+    float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
+    auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
+    const float threshold = mex_forward_threshold(I);
+    const mex_batch floor(mex_product_floor), one(1.0f), zero(0.0f);
+    alignas(64) float lane_numbers[mex_lanes];
+    for (std::size_t q = 0; q < mex_lanes; ++q) lane_numbers[q] = float(q);
+    const mex_batch lane_index = mex_batch::load_aligned(lane_numbers);
+
+    for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
+        const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
+        // P starts as the first member's S; L is zeroed for a row when it is first needed
+        std::fill_n(shift_sum, chunk, 0.0f);
+        rest_rows.assign(chunk, 0);
+        for (std::size_t j = 0; j < count; ++j) {
+            const float* in_chunk = ins[j] + row0 * I;
+            shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t[j], packed_e, m, s, o_padded);
+            for (std::size_t b = 0; b < chunk; ++b) {
+                shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
+                if (shift_sum[b] == mex_minus_infinity) continue;
+                const float* s_row = s + b * o_padded;
+                float* p_row = product + b * o_padded;
+                float* l_row = log_rest + b * o_padded;
+                for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                    mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
+                    mex_batch p_vec =
+                        j == 0 ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
+                    if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
+                        // small factors move to L (vectorised: with sharp trained weights this
+                        // is common); padding lanes, whose S is 0, count as factors of 1
+                        if (!rest_rows[b]) {
+                            std::fill_n(l_row, o_padded, 0.0f);
+                            rest_rows[b] = 1;
+                        }
+                        const std::size_t width = std::min(mex_lanes, O - o0);
+                        if (width < mex_lanes)
+                            s_vec =
+                                xsimd::select(lane_index >= mex_batch(float(width)), one, s_vec);
+                        mex_batch l_vec = mex_batch::load_aligned(l_row + o0);
+                        const auto small_p = p_vec < floor;
+                        if (xsimd::any(small_p)) {
+                            l_vec += xsimd::select(small_p, log_of_normal(p_vec), zero);
+                            p_vec = xsimd::select(small_p, one, p_vec);
+                        }
+                        const auto small_s = s_vec < floor;
+                        if (xsimd::any(small_s)) {
+                            // log_of_normal is valid from the fallback threshold up; below it,
+                            // the exact logsumexp (its lanes get 0 from the select first)
+                            const auto exact = s_vec < mex_batch(threshold);
+                            l_vec += xsimd::select(
+                                small_s, xsimd::select(exact, zero, log_of_normal(s_vec)), zero);
+                            if (xsimd::any(exact)) {
+                                alignas(64) float s_lanes[mex_lanes], l_lanes[mex_lanes];
+                                s_vec.store_aligned(s_lanes);
+                                l_vec.store_aligned(l_lanes);
+                                for (std::size_t q = 0; q < width; ++q)
+                                    if (s_lanes[q] < threshold)
+                                        l_lanes[q] +=
+                                            exact_log_sum_exp(in_chunk + b * I,
+                                                              log_weights[j] + (o0 + q) * I, I) -
+                                            m[b];
+                                l_vec = mex_batch::load_aligned(l_lanes);
+                            }
+                            s_vec = xsimd::select(small_s, one, s_vec);
+                        }
+                        l_vec.store_aligned(l_row + o0);
+                    }
+                    (p_vec * s_vec).store_aligned(p_row + o0);
+                }
+            }
+        }
+        // the window's output: M + L + log P (P in [2^-80, 1 + rounding], a normal float)
+        for (std::size_t b = 0; b < chunk; ++b) {
+            float* pooled_row = pooled + (row0 + b) * O;
+            const float* p_row = product + b * o_padded;
+            const float* l_row = log_rest + b * o_padded;
+            const mex_batch shift(shift_sum[b]);
+            const bool empty_row = shift_sum[b] == mex_minus_infinity;
+            const bool rest = rest_rows[b] != 0;
+            for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
+                const std::size_t width = std::min(mex_lanes, O - o0);
+                mex_batch value(mex_minus_infinity);
+                if (!empty_row) {
+                    const mex_batch log_p = log_of_normal(mex_batch::load_aligned(p_row + o0));
+                    value = shift + (rest ? mex_batch::load_aligned(l_row + o0) + log_p : log_p);
+                }
+                if (width == mex_lanes)
+                    value.store_unaligned(pooled_row + o0);
+                else
+                    store_partial(value, pooled_row + o0, width);
+            }
+        }
+    }
+}
+
+// Forward pass with NV vectors per B panel (see mex_forward_packed).
+template <std::size_t NV>
+void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                        const float* packed_w_t, const float* log_weights, float* out,
+                        float* pooled, bool accumulate) {
+    mex_scratch& scratch = thread_scratch();
+    const flush_to_zero_guard flush;
+    const std::size_t o_padded = round_up(O, NV * mex_lanes);
+    const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
+
+    float* packed_e = scratch.packed_rows.get(chunk_padded * I);
+    float* s = scratch.product.get(chunk_padded * o_padded);
+    float* m = scratch.row_max.get(chunk_padded);
+    alignas(64) float lanes[mex_lanes];
     const float threshold = mex_forward_threshold(I);
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
         const float* in_chunk = in + row0 * I;
-        float* out_chunk = out + row0 * O;
+        float* out_chunk = out != nullptr ? out + row0 * O : nullptr;
 
-        // E[b,i] = exp(in[b,i] - m_b), m_b = max_i in[b,i], written straight into the packed A
-        // layout; E's rows are at most 1 and sum to at least 1. A row of -inf gives zeros.
-        for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
-        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
-            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
-            const float* x = in_chunk + b * I + i0;
-            // -inf in the padding lanes gives exp(-inf) = 0 there.
-            return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                                  : load_partial(x, width, mex_minus_infinity)) -
-                              mex_batch(m[b]));
-        });
+        shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t, packed_e, m, s, o_padded);
 
-        // S = E W^T.
-        gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
-
-        // out = m + log S where S is large enough to be exact, else the exact logsumexp.
+        // out = m + log S where S is large enough to be exact, else the exact logsumexp; stored
+        // into out and/or added to (or, without accumulate, stored into) pooled.
         for (std::size_t b = 0; b < chunk; ++b) {
-            float* out_row = out_chunk + b * O;
-            if (m[b] == mex_minus_infinity) {
-                std::fill_n(out_row, O, mex_minus_infinity);
-                continue;
-            }
+            float* out_row = out != nullptr ? out_chunk + b * O : nullptr;
+            float* pooled_row = pooled != nullptr ? pooled + (row0 + b) * O : nullptr;
             const float* s_row = s + b * o_padded;
+            const float* in_row = in_chunk + b * I;
+            const bool empty_row = m[b] == mex_minus_infinity;
             const mex_batch shift(m[b]);
             for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                const mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
-                const mex_batch value = shift + log_of_normal(s_vec);
                 const std::size_t width = std::min(mex_lanes, O - o0);
-                if (width == mex_lanes)
-                    value.store_unaligned(out_row + o0);
-                else
-                    store_partial(value, out_row + o0, width);
-                if (xsimd::any(s_vec < mex_batch(threshold))) {
-                    for (std::size_t j = 0; j < width; ++j)
-                        if (s_row[o0 + j] < threshold)
-                            out_row[o0 + j] =
-                                exact_log_sum_exp(in_chunk + b * I, log_weights + (o0 + j) * I, I);
+                mex_batch value(mex_minus_infinity);
+                if (!empty_row) {
+                    const mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
+                    value = shift + log_of_normal(s_vec);
+                    if (xsimd::any(s_vec < mex_batch(threshold))) {
+                        value.store_aligned(lanes);
+                        for (std::size_t j = 0; j < width; ++j)
+                            if (s_row[o0 + j] < threshold)
+                                lanes[j] = exact_log_sum_exp(in_row, log_weights + (o0 + j) * I, I);
+                        value = mex_batch::load_aligned(lanes);
+                    }
+                }
+                if (width == mex_lanes) {
+                    if (out_row != nullptr) value.store_unaligned(out_row + o0);
+                    if (pooled_row != nullptr)
+                        (accumulate ? mex_batch::load_unaligned(pooled_row + o0) + value : value)
+                            .store_unaligned(pooled_row + o0);
+                } else {
+                    if (out_row != nullptr) store_partial(value, out_row + o0, width);
+                    if (pooled_row != nullptr)
+                        store_partial(
+                            accumulate ? load_partial(pooled_row + o0, width, 0.0f) + value : value,
+                            pooled_row + o0, width);
                 }
             }
         }
     }
 }
 
-// Backward pass with NV vectors per B panel (see mex_backward).
+// Backward pass with NV vectors per B panel (see mex_backward_packed).
 template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                          const float* out, const float* dout, const float* weights,
-                         const float* log_weights, float* din, float* dtheta) {
+                         const float* packed_w, const float* log_weights, float* din, float* dtheta,
+                         bool dtheta_overwrite) {
     constexpr std::size_t nr = NV * mex_lanes;
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
@@ -507,18 +653,16 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         dtheta != nullptr ? scratch.theta_product.get(o_padded * i_padded) : nullptr;
     float* dout_sum = scratch.dout_sum.get(o_padded);
     float* m = scratch.row_max.get(chunk_padded);
-    float* packed_w = nullptr;
     float* packed_g = nullptr;
     float* product = nullptr;
     if (din != nullptr) {
-        packed_w = scratch.packed_weights.get(i_padded * O);
         packed_g = scratch.packed_rows.get(chunk_padded * O);
         product = scratch.product.get(chunk_padded * i_padded);
-        pack_b<NV>(O, I, weights, I, packed_w);
     }
     std::fill_n(dout_sum, o_padded, 0.0f);
     auto& exact_entries = scratch.exact_entries;
-    float* theta_exact = nullptr;  // allocated and zeroed on the first exact entry
+    float* theta_exact = nullptr;           // allocated on the first exact entry
+    auto& exact_rows = scratch.exact_rows;  // which rows of theta_exact are in use
     const mex_batch log_threshold(mex_backward_log_threshold);
     const mex_batch zero(0.0f);
 
@@ -558,8 +702,12 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         // Finite entries off the fast path are listed for the exact path.
         for (std::size_t b = 0; b < chunk; ++b) {
             float* g_row = g + b * o_padded;
-            std::fill_n(g_row, o_padded, 0.0f);
-            if (m[b] == mex_minus_infinity) continue;
+            if (m[b] == mex_minus_infinity) {
+                std::fill_n(g_row, o_padded, 0.0f);
+                continue;
+            }
+            // the vectors below cover round_up(O, mex_lanes) columns; zero the rest of the row
+            std::fill(g_row + round_up(O, mex_lanes), g_row + o_padded, 0.0f);
             const float* out_row = out_chunk + b * O;
             const float* dout_row = dout_chunk + b * O;
             const mex_batch shift(m[b]);
@@ -619,15 +767,20 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         // Exact path: p_i = exp((in[b,i] - out[b,o]) + log W[o,i]) <= 1 (up to the rounding of
         // out). Taking in - out first keeps it exact where the term matters (in near out).
         // dtheta's share goes to a zeroed scratch so that dtheta itself gets one add per entry.
+        // (Only the rows of outputs that have exact entries are zeroed and read back.)
         if (!exact_entries.empty() && dtheta != nullptr && theta_exact == nullptr) {
             theta_exact = scratch.theta_exact.get(o_padded * i_padded);
-            std::fill_n(theta_exact, o_padded * i_padded, 0.0f);
+            exact_rows.assign(O, 0);
         }
         for (const auto& [b, o] : exact_entries) {
             const float* in_row = in_chunk + b * I;
             const float* log_w_row = log_weights + o * I;
             const float* w_row = weights + o * I;
             float* theta_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+            if (theta_row != nullptr && !exact_rows[o]) {
+                std::fill_n(theta_row, i_padded, 0.0f);
+                exact_rows[o] = 1;
+            }
             float* din_row = din != nullptr ? din + (row0 + b) * I : nullptr;
             const mex_batch shift(out_chunk[b * O + o]);
             const mex_batch grad(dout_chunk[b * O + o]);
@@ -663,7 +816,8 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
     for (std::size_t o = 0; o < O; ++o) {
         const float* w_row = weights + o * I;
         const float* t_row = theta_product + o * i_padded;
-        const float* exact_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
+        const float* exact_row =
+            theta_exact != nullptr && exact_rows[o] ? theta_exact + o * i_padded : nullptr;
         float* dtheta_row = dtheta + o * I;
         const mex_batch d(dout_sum[o]);
         for (std::size_t i0 = 0; i0 < I; i0 += mex_lanes) {
@@ -674,7 +828,12 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                                      : load_partial(w_row + i0, width, 0.0f);
             mex_batch change = w * t;
             if (exact_row != nullptr) change += mex_batch::load_aligned(exact_row + i0);
-            if (full) {
+            if (dtheta_overwrite) {
+                if (full)
+                    change.store_unaligned(dtheta_row + i0);
+                else
+                    store_partial(change, dtheta_row + i0, width);
+            } else if (full) {
                 (mex_batch::load_unaligned(dtheta_row + i0) + change)
                     .store_unaligned(dtheta_row + i0);
             } else {
@@ -687,30 +846,122 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
 
 }  // namespace detail
 
+// Packing of one weight set W (O x I, row-major) for the GEMMs, done once per set and shared
+// read-only by every call (and thread) that uses it. Sizes are in floats; the destination must
+// be 64-byte aligned.
+// The forward B operand (K = I, N = O): W^T in panels.
+inline std::size_t mex_forward_packed_size(std::size_t I, std::size_t O) {
+    return detail::with_panel_vectors(O, [&](auto nv) {
+        return detail::round_up(O, decltype(nv)::value * detail::mex_lanes) * I;
+    });
+}
+inline void mex_pack_forward_weights(std::size_t I, std::size_t O, const float* weights,
+                                     float* dst) {
+    using detail::mex_batch;
+    using detail::mex_lanes;
+    using detail::mex_mr;
+    detail::with_panel_vectors(O, [&](auto nv) {
+        constexpr std::size_t nr = decltype(nv)::value * mex_lanes;
+        // Groups of mex_mr outputs are transposed a tile (mex_mr x mex_lanes inputs) at a time,
+        // as the A operand is packed, then spread into the panel's rows of nr.
+        alignas(64) float tile[mex_lanes * mex_mr];
+        for (std::size_t n0 = 0; n0 < O; n0 += nr) {
+            float* panel = dst + n0 * I;
+            for (std::size_t g = 0; g < nr; g += mex_mr) {
+                for (std::size_t k0 = 0; k0 < I; k0 += mex_lanes) {
+                    const std::size_t width = std::min(mex_lanes, I - k0);
+                    mex_batch rows[mex_mr];
+                    for (std::size_t r = 0; r < mex_mr; ++r) {
+                        const std::size_t o = n0 + g + r;
+                        const float* src = weights + o * I + k0;
+                        rows[r] = o >= O || g + r >= nr ? mex_batch(0.0f)
+                                  : width == mex_lanes  ? mex_batch::load_unaligned(src)
+                                                        : detail::load_partial(src, width, 0.0f);
+                    }
+                    detail::transpose_tile(rows, tile);
+                    const std::size_t height = std::min(mex_mr, nr - g);  // (AVX2: 16 % 6)
+                    for (std::size_t k = 0; k < width; ++k)
+                        std::copy_n(tile + k * mex_mr, height, panel + (k0 + k) * nr + g);
+                }
+            }
+        }
+    });
+}
+// The B operand of din's GEMM (K = O, N = I): W itself in panels.
+inline std::size_t mex_backward_packed_size(std::size_t I, std::size_t O) {
+    return detail::with_panel_vectors(I, [&](auto nv) {
+        return detail::round_up(I, decltype(nv)::value * detail::mex_lanes) * O;
+    });
+}
+inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float* weights,
+                                      float* dst) {
+    detail::with_panel_vectors(
+        I, [&](auto nv) { detail::pack_b<decltype(nv)::value>(O, I, weights, I, dst); });
+}
+
 // Forward pass of one MEX layer at one weight set, single-threaded, float32, row-major:
 //   out[b,o] = log sum_i W[o,i] exp(in[b,i])        for b < rows, o < O.
-// in: rows x I log-activations (may hold -inf, never NaN or +inf); weights: W (O x I), each row
-// on the simplex; weights_t: the same W transposed (I x O); log_weights: log W (O x I, -inf where
+// in: rows x I log-activations (may hold -inf, never NaN or +inf); packed_w_t: W (O x I, each
+// row on the simplex) packed by mex_pack_forward_weights; log_weights: log W (O x I, -inf where
 // W is 0). A row of in that is entirely -inf gives an output row of -inf; an entry whose true
 // sum is zero (no term with both in and W nonzero) is -inf.
+// Results go to out (may be nullptr) and/or, fused with the product pooling that follows the
+// conv, to pooled (rows x O, may be nullptr): pooled = value, or pooled += value with
+// accumulate, so that a window's output sums its members' logs without writing them.
 // Method (design.md section 4): with m_b = max_i in[b,i] and E = exp(in - m), S = E W^T is a
 // GEMM and out = m + log S; entries with S < I 2^-102 (where flushed underflow could matter)
 // are recomputed as an exact max-shifted logsumexp_i(in[b,i] + log W[o,i]).
 // Scratch is thread_local and reused (a few hundred KiB to a few MiB per thread, by shape), so
 // concurrent calls from different threads on different data are safe. MXCSR is restored.
-inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                        const float* weights, const float* weights_t, const float* log_weights,
-                        float* out) {
-    static_cast<void>(weights);  // the fast path reads W^T, the fallback log W
+inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                               const float* packed_w_t, const float* log_weights, float* out,
+                               float* pooled = nullptr, bool accumulate = false) {
     if (rows == 0 || O == 0) return;
-    if (I == 0) {
-        std::fill_n(out, rows * O, detail::mex_minus_infinity);  // an empty sum
+    if (I == 0) {  // an empty sum
+        if (out != nullptr) std::fill_n(out, rows * O, detail::mex_minus_infinity);
+        if (pooled != nullptr) std::fill_n(pooled, rows * O, detail::mex_minus_infinity);
         return;
     }
     detail::with_panel_vectors(O, [&](auto nv) {
-        detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, weights_t, log_weights,
-                                                        out);
+        detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, packed_w_t, log_weights,
+                                                        out, pooled, accumulate);
     });
+}
+
+// A conv fused with the product pooling window that follows it, for inference: pooled[b,o] =
+// sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
+// never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
+// weight set as for mex_forward_packed; pooled is rows x O. Within float rounding of the sum of
+// mex_forward_packed's values (it takes one log per output instead of one per member; where
+// that could underflow it falls back to logs per member, and to the exact logsumexp where
+// mex_forward_packed does). -inf wherever a member's value is -inf. count = 0 gives 0 (log 1).
+inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
+    if (rows == 0 || O == 0) return;
+    if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
+        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
+        return;
+    }
+    detail::with_panel_vectors(O, [&](auto nv) {
+        detail::mex_forward_window_panels<decltype(nv)::value>(rows, I, O, count, ins, packed_w_t,
+                                                               log_weights, pooled);
+    });
+}
+
+// mex_forward_packed with W (O x I) and its transpose weights_t (I x O) packed on each call.
+inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                        const float* weights, const float* weights_t, const float* log_weights,
+                        float* out) {
+    static_cast<void>(weights);  // the GEMM reads W^T, the fallback log W
+    if (rows == 0 || O == 0 || I == 0) {
+        mex_forward_packed(rows, I, O, in, nullptr, log_weights, out);
+        return;
+    }
+    float* packed = detail::thread_scratch().packed_weights.get(mex_forward_packed_size(I, O));
+    detail::with_panel_vectors(
+        O, [&](auto nv) { detail::pack_b<decltype(nv)::value>(I, O, weights_t, O, packed); });
+    mex_forward_packed(rows, I, O, in, packed, log_weights, out);
 }
 
 // Backward pass of mex_forward, single-threaded, float32, row-major. Given out (as computed by
@@ -720,17 +971,21 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 //   dtheta[o,i] += sum_b dout[b,o] (p[b,o,i] - W[o,i])     (accumulated), the gradient wrt the
 //                  parameters theta of log W = theta - logsumexp_i theta; dtheta may be
 //                  nullptr (fixed weights), which skips its GEMM.
+// packed_w: W packed by mex_pack_backward_weights (read only when din is not nullptr).
+// With dtheta_overwrite, dtheta is written (=) instead of accumulated: the first contribution
+// to a gradient needs no zeroed array.
 // An entry with out[b,o] = -inf (the output is log 0, its gradient undefined) contributes
 // nothing to either; a row of in that is entirely -inf gets din = 0.
 // Method: with G = dout exp(m - out) = dout / S, din = E .* (G W) and
 // dtheta += W .* (G^T E - 1 sum_b dout), two GEMMs. Entries with S < 2^-40 (log S from out - m)
 // take an exact path, p = exp(in - out + log W), instead; on the GEMM path a term of din or
 // dtheta below about 2^-86 |dout| may be lost to exp underflow. Scratch as for mex_forward.
-inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                         const float* out, const float* dout, const float* weights,
-                         const float* weights_t, const float* log_weights, float* din,
-                         float* dtheta) {
-    static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
+inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                                const float* out, const float* dout, const float* weights,
+                                const float* packed_w, const float* log_weights, float* din,
+                                float* dtheta, bool dtheta_overwrite = false) {
+    if (dtheta_overwrite && dtheta != nullptr && (rows == 0 || I == 0 || O == 0))
+        std::fill_n(dtheta, O * I, 0.0f);  // nothing to add: the gradient is zero
     if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
     if (O == 0) {
         if (din != nullptr) std::fill_n(din, rows * I, 0.0f);
@@ -738,8 +993,23 @@ inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const f
     }
     detail::with_panel_vectors(I, [&](auto nv) {
         detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, weights,
-                                                         log_weights, din, dtheta);
+                                                         packed_w, log_weights, din, dtheta,
+                                                         dtheta_overwrite);
     });
+}
+
+// mex_backward_packed with W packed on each call (weights_t is not read).
+inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const float* in,
+                         const float* out, const float* dout, const float* weights,
+                         const float* weights_t, const float* log_weights, float* din,
+                         float* dtheta) {
+    static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
+    float* packed = nullptr;
+    if (din != nullptr && rows > 0 && I > 0 && O > 0) {
+        packed = detail::thread_scratch().packed_weights.get(mex_backward_packed_size(I, O));
+        mex_pack_backward_weights(I, O, weights, packed);
+    }
+    mex_backward_packed(rows, I, O, in, out, dout, weights, packed, log_weights, din, dtheta);
 }
 
 }  // namespace tmm::backends::cpu_kernels

@@ -2,6 +2,7 @@
 // missing, and run the missing-data experiment. Exit codes: 0 success, 1 a runtime failure
 // (unreadable or malformed files, training errors), 2 a bad command line.
 #include "cli.hpp"
+#include "generate.hpp"
 
 #include <tbb/global_control.h>
 
@@ -29,7 +30,8 @@ const std::map<std::string, backend_kind> backends = {{"cpu", backend_kind::cpu}
 const std::map<std::string, impute_kind> imputations = {{"marginalize", impute_kind::marginalize},
                                                         {"mean", impute_kind::mean},
                                                         {"zero", impute_kind::zero}};
-const std::vector<std::string> subcommands = {"train", "eval", "experiment"};
+const std::vector<std::string> subcommands = {"train",  "eval",    "experiment",
+                                              "sample", "inpaint", "visualise"};
 
 // Counts and sizes: a whole number >= 1, with a message that says so.
 const CLI::Validator positive_integer(
@@ -172,11 +174,15 @@ int main(int argc, char** argv) {
         ->check(positive_integer);
     add_choice(experiment_app, "--backend", experiment_backend, backends, backend_help);
 
+    // tmm sample, tmm inpaint, tmm visualise (generate.cpp)
+    for (CLI::App* sub : add_generation_commands(app)) add_threads(sub);
+
     // CLI11 would only say that a subcommand is required; name the word it did not know.
     if (argc > 1 && argv[1][0] != '-' &&
         std::find(subcommands.begin(), subcommands.end(), argv[1]) == subcommands.end()) {
         fmt::print(stderr,
-                   "tmm: unknown subcommand \"{}\"; expected train, eval or experiment\n"
+                   "tmm: unknown subcommand \"{}\"; expected train, eval, experiment, sample, "
+                   "inpaint or visualise\n"
                    "Run 'tmm --help' for more information.\n",
                    argv[1]);
         return 2;
@@ -205,6 +211,7 @@ int main(int argc, char** argv) {
                 tbb::global_control::max_allowed_parallelism, threads);
         if (chosen == train_app) return run_train(train);
         if (chosen == eval_app) return run_eval(eval);
+        if (const int code = run_generation(chosen); code >= 0) return code;
         if (!experiment_out_given) {
             // The data set's name: "mnist", or the directory's own name, also for "." or
             // "dir/" or "a/../b" (made absolute and normal first, so never "." or "..").

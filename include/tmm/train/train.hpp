@@ -303,6 +303,62 @@ class nadam {
     std::vector<std::vector<float>> first_, second_;
 };
 
+// The layer whose output positions training marginalises at random: options.marginalized_layer
+// when set, otherwise the output of the first pooling layer that leaves more than one
+// position. p.layers.size() when there is none (a CP model).
+inline std::size_t marginalized_level(const plan& p, const training_options& options = {}) {
+    if (options.marginalized_layer != std::size_t(-1)) return options.marginalized_layer;
+    std::size_t inner = 0;
+    while (inner < p.layers.size() &&
+           (p.layers[inner].kind != layer_kind::pool || p.layers[inner].out_positions() == 1))
+        ++inner;
+    return inner;
+}
+
+// The optimiser's rate at 0-based `iteration`: constant for the first decay_start of the run,
+// then linear down to 0.
+inline double learning_rate_at(const training_options& options, std::size_t iteration) {
+    const double progress =
+        double(iteration) / double(std::max<std::size_t>(1, options.iterations));
+    return progress < options.decay_start
+               ? options.learning_rate
+               : options.learning_rate * (1.0 - progress) / (1.0 - options.decay_start);
+}
+
+// One step of the recipe on a prepared batch (its random marginalisation already in `x`):
+// gradients of the loss, then Nadam on every conv layer (and on the leaves when they are
+// trained, under the variance floor). `iteration` is 0-based. Returns the batch's loss.
+template <class Backend>
+double training_step(const plan& p, parameters<float>& theta, const observations<float>& x,
+                     std::span<const int> labels, const training_options& options, nadam& optimiser,
+                     parameters<float>& grad, std::size_t iteration) {
+    double loss = 0;
+    Backend::gradients(
+        p, theta, x,
+        [&](std::span<const float> out, std::span<float> dout) {
+            loss = classification_loss<float>(out, labels, theta.log_prior,
+                                              options.generative_weight, dout);
+        },
+        grad, options.train_leaves);
+    if (!std::isfinite(loss))
+        throw training_error("tmm: the loss became non-finite (" + std::to_string(loss) +
+                             ") at iteration " + std::to_string(iteration));
+    const double rate = learning_rate_at(options, iteration);
+    for (std::size_t l = 0; l < theta.theta.size(); ++l)
+        optimiser.step(theta.theta[l], grad.theta[l], 3 + l, rate, iteration + 1,
+                       options.weight_decay);
+    if (options.train_leaves) {
+        const double leaf_rate = rate * options.leaf_rate_scale;
+        optimiser.step(theta.mean, grad.mean, 0, leaf_rate, iteration + 1);
+        optimiser.step(theta.log_precision, grad.log_precision, 1, leaf_rate, iteration + 1);
+        optimiser.step(theta.logits, grad.logits, 2, leaf_rate, iteration + 1);
+        // the variance floor: precision = exp(log_precision) <= 1 / floor
+        const float log_precision_cap = float(-std::log(options.variance_floor));
+        for (float& r : theta.log_precision) r = std::min(r, log_precision_cap);
+    }
+    return loss;
+}
+
 // Trains `theta` in place from its current values. Same seed and backend give the same model.
 template <class Backend>
 void train(const plan& p, parameters<float>& theta, const labelled_images& data,
@@ -326,13 +382,7 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     std::vector<std::uint8_t> observed(batch * pixels);
     std::vector<int> labels(batch);
     std::bernoulli_distribution keep(options.pixel_keep), keep_position(options.position_keep);
-    std::size_t inner = options.marginalized_layer;
-    if (inner == std::size_t(-1)) {  // default: see training_options::marginalized_layer
-        inner = 0;
-        while (inner < p.layers.size() &&
-               (p.layers[inner].kind != layer_kind::pool || p.layers[inner].out_positions() == 1))
-            ++inner;
-    }
+    const std::size_t inner = marginalized_level(p, options);
     const bool drop_positions = options.position_keep < 1.0 && inner < p.layers.size();
     const std::size_t inner_positions = drop_positions ? p.layers[inner].out_positions() : 0;
     std::vector<std::uint8_t> kept_positions(batch * inner_positions);
@@ -342,7 +392,6 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     const auto start = std::chrono::steady_clock::now();
     double loss_sum = 0;
     std::size_t loss_count = 0;
-    const float log_precision_cap = float(-std::log(options.variance_floor));
 
     for (std::size_t it = 0; it < options.iterations; ++it) {
         for (std::size_t b = 0; b < batch; ++b) {
@@ -361,34 +410,8 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
         x.values = values;
         x.observed = observed;
         if (drop_positions) x.marginalized_layer = inner, x.kept_positions = kept_positions;
-        double loss = 0;
-        Backend::gradients(
-            p, theta, x,
-            [&](std::span<const float> out, std::span<float> dout) {
-                loss = classification_loss<float>(out, labels, theta.log_prior,
-                                                  options.generative_weight, dout);
-            },
-            grad, options.train_leaves);
-        if (!std::isfinite(loss))
-            throw training_error("tmm: the loss became non-finite (" + std::to_string(loss) +
-                                 ") at iteration " + std::to_string(it));
-
-        const double progress = double(it) / double(options.iterations);
-        const double rate =
-            progress < options.decay_start
-                ? options.learning_rate
-                : options.learning_rate * (1.0 - progress) / (1.0 - options.decay_start);
-        for (std::size_t l = 0; l < theta.theta.size(); ++l)
-            optimiser.step(theta.theta[l], grad.theta[l], 3 + l, rate, it + 1,
-                           options.weight_decay);
-        if (options.train_leaves) {
-            const double leaf_rate = rate * options.leaf_rate_scale;
-            optimiser.step(theta.mean, grad.mean, 0, leaf_rate, it + 1);
-            optimiser.step(theta.log_precision, grad.log_precision, 1, leaf_rate, it + 1);
-            optimiser.step(theta.logits, grad.logits, 2, leaf_rate, it + 1);
-            // the variance floor: precision = exp(log_precision) <= 1 / floor
-            for (float& r : theta.log_precision) r = std::min(r, log_precision_cap);
-        }
+        const double loss =
+            training_step<Backend>(p, theta, x, labels, options, optimiser, grad, it);
 
         loss_sum += loss;
         ++loss_count;

@@ -2,16 +2,19 @@
 // be obviously right rather than fast. Every other backend is tested against it.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
 #include <numbers>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
+#include "../../semiring.hpp"
 
 namespace tmm::backends {
 
@@ -64,6 +67,34 @@ struct reference {
         return out;
     }
 
+    // What every image's pass needs, computed once per call: log W of every conv layer and,
+    // for categorical leaves, log P(x_k = v | d).
+    template <class T>
+    struct prepared {
+        std::vector<std::vector<T>> log_weights;
+        std::vector<T> leaf;
+    };
+
+    // Checks the plan and parameters, then prepares them for layer_values.
+    template <class T>
+    static prepared<T> prepare(const plan& p, const parameters<T>& theta) {
+        if (const std::string problem = plan_problem(p); !problem.empty())
+            throw input_error("tmm: the plan is inconsistent: " + problem);
+        validate(p, theta);
+        return {all_log_weights(p, theta), leaf_log_probabilities(p, theta)};
+    }
+
+    // Every layer's log-values for image `b` of `x` (which the caller has validated):
+    // values[0] is the representation (positions x M), values[l + 1] the output of layer l.
+    // In the max-product semiring each conv keeps its most probable child instead of the sum.
+    template <class T>
+    static void layer_values(const plan& p, const parameters<T>& theta, const prepared<T>& prep,
+                             const observations<T>& x, std::size_t b,
+                             std::vector<std::vector<T>>& values,
+                             semiring combine = semiring::sum_product) {
+        forward_one(p, theta, prep.leaf, prep.log_weights, x, b, values, combine);
+    }
+
   private:
     static constexpr double log_two_pi = 1.8378770664093454836;
 
@@ -105,7 +136,8 @@ struct reference {
     template <class T>
     static void forward_one(const plan& p, const parameters<T>& theta, const std::vector<T>& leaf,
                             const std::vector<std::vector<T>>& weights, const observations<T>& x,
-                            std::size_t b, std::vector<std::vector<T>>& acts) {
+                            std::size_t b, std::vector<std::vector<T>>& acts,
+                            semiring combine = semiring::sum_product) {
         const int m = p.components, s = p.patch_size();
         acts.assign(p.layers.size() + 1, {});
 
@@ -134,7 +166,7 @@ struct reference {
                         out[w * ly.out_channels + g] += in[j * ly.in_channels + g];
                 });
             } else {
-                conv_one(ly, weights[l], in, out);
+                conv_one(ly, weights[l], in, out, combine);
             }
             if (l == x.marginalized_layer) marginalize_positions(p, x, b, acts);
         }
@@ -142,15 +174,18 @@ struct reference {
 
     template <class T>
     static void conv_one(const layer& ly, const std::vector<T>& log_weights,
-                         const std::vector<T>& in, std::vector<T>& out) {
-        // out[j, g] = logsumexp_a (log W[j][g, a] + in[j, a])
+                         const std::vector<T>& in, std::vector<T>& out, semiring combine) {
+        // out[j, g] = logsumexp_a (log W[j][g, a] + in[j, a]), or max_a in the max-product
+        // semiring
         const int ic = ly.in_channels, oc = ly.out_channels;
         std::vector<T> terms(ic);
         for (int j = 0; j < ly.in_positions(); ++j) {
             const T* lw = log_weights.data() + std::size_t(ly.set_of_position[j]) * oc * ic;
             for (int g = 0; g < oc; ++g) {
                 for (int a = 0; a < ic; ++a) terms[a] = lw[g * ic + a] + in[j * ic + a];
-                out[j * oc + g] = log_sum_exp(std::span<const T>(terms));
+                out[j * oc + g] = combine == semiring::max_product
+                                      ? *std::max_element(terms.begin(), terms.end())
+                                      : log_sum_exp(std::span<const T>(terms));
             }
         }
     }

@@ -49,16 +49,19 @@ constexpr auto categorical_ht = tmm::input<4, 4> | tmm::representation<tmm::cate
                                 tmm::conv<3> | tmm::product_pool<tmm::window<2, 2>> | tmm::conv<5> |
                                 tmm::product_pool<tmm::window<2, 2>> | tmm::classes<2>;
 
-// Random parameters; with `impossible`, about one conv weight in four is log 0 (never a
-// whole row) and, for categorical leaves, symbol 0 has probability 0 in every component, so
-// observing it makes every child of the conv above impossible.
-tmm::parameters<float> random_parameters(const tmm::plan& p, std::mt19937_64& rng,
-                                         bool impossible) {
+// Random parameters, conv logits with standard deviation `spread` (60, with precise leaves,
+// makes sums of the GEMM underflow, where the kernels take the exact logsumexp); with
+// `impossible`, about
+// one conv weight in four is log 0 (never a whole row) and, for categorical leaves, symbol 0 has
+// probability 0 in every component, so observing it makes every child of the conv above impossible.
+tmm::parameters<float> random_parameters(const tmm::plan& p, std::mt19937_64& rng, bool impossible,
+                                         double spread = 1.5) {
     auto theta = tmm::zero_parameters<float>(p);
     std::normal_distribution<double> n(0.0, 1.0);
     std::bernoulli_distribution drop(impossible ? 0.25 : 0.0);
     for (auto& v : theta.mean) v = float(0.3 * n(rng));
-    for (auto& v : theta.log_precision) v = float(1.0 + n(rng));
+    // sharp weights come with sharp leaves: children hundreds of nats apart
+    for (auto& v : theta.log_precision) v = float((spread > 10.0 ? 6.0 : 1.0) + n(rng));
     for (std::size_t i = 0; i < theta.logits.size(); ++i)
         theta.logits[i] = impossible && i % p.values == 0 ? -std::numeric_limits<float>::infinity()
                                                           : float(n(rng));
@@ -68,7 +71,7 @@ tmm::parameters<float> random_parameters(const tmm::plan& p, std::mt19937_64& rn
         for (std::size_t i = 0; i < t.size(); ++i)
             // the first entry of each row stays finite: rows are distributions
             t[i] = i % row != 0 && drop(rng) ? -std::numeric_limits<float>::infinity()
-                                             : float(1.5 * n(rng));
+                                             : float(spread * n(rng));
     }
     return theta;
 }
@@ -131,10 +134,10 @@ void check_layer_values(const tmm::plan& p, const tmm::parameters<float>& theta,
 }
 
 template <class Net>
-void check_model(Net net, std::uint64_t seed, bool impossible) {
+void check_model(Net net, std::uint64_t seed, bool impossible, double spread = 1.5) {
     const tmm::plan p = tmm::make_plan(net);
     std::mt19937_64 rng(seed);
-    const auto theta = random_parameters(p, rng, impossible);
+    const auto theta = random_parameters(p, rng, impossible, spread);
     for (const double missing : {0.0, 0.4, 1.0}) {  // all observed, some, nothing observed
         const images b = random_images(p, 3, missing, rng);
         for (const auto combine : {tmm::semiring::sum_product, tmm::semiring::max_product})
@@ -175,6 +178,12 @@ BOOST_AUTO_TEST_CASE(layer_values_wide_channels) {
 BOOST_AUTO_TEST_CASE(layer_values_categorical_with_impossible_symbols) {
     check_model(categorical_ht, 10, false);
     check_model(categorical_ht, 11, true);
+}
+
+BOOST_AUTO_TEST_CASE(layer_values_with_weights_beyond_the_gemm_fast_path) {
+    check_model(small_ht, 31, false, 60.0);
+    check_model(mirror_ht, 32, true, 60.0);
+    check_model(small_cp, 33, false, 60.0);
 }
 
 BOOST_AUTO_TEST_CASE(refused_parameters_name_the_problem) {

@@ -1,9 +1,9 @@
 // Generation's upward pass on the CPU backend (the `upward_pass` policy of generation.hpp):
 // every layer's log-values of one image, in float32, with the backend's vectorised kernels.
 // Sum-product convs are the log-space GEMMs of mex_kernels.hpp, run on each run of consecutive
-// positions that share a weight set (one GEMM for a shared layer, one row per position for an
-// unshared one); max-product convs are a vectorised max-plus product over log W^T. Included at
-// the end of cpu.hpp, which declares the members defined here.
+// positions that share a weight set (one GEMM for a shared layer), with a vector-matrix
+// product for a single position (an unshared layer); max-product convs are a vectorised max-plus
+// product over log W^T. Included at the end of cpu.hpp, which declares the members defined here.
 #pragma once
 
 // GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
@@ -16,6 +16,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <limits>
@@ -84,6 +85,77 @@ inline void max_plus_forward(std::size_t positions, std::size_t I, std::size_t O
             }
         }
     }
+}
+
+namespace detail {
+
+// mex_forward_row with NV vectors per B panel.
+template <std::size_t NV>
+void mex_forward_row_panels(std::size_t I, std::size_t O, const float* in, const float* packed_w_t,
+                            const float* log_weights, float* out) {
+    using batch = mex_batch;
+    constexpr std::size_t nr = NV * mex_lanes;
+    constexpr std::size_t ways = 4;  // independent sums over k, to hide the FMA latency
+    const float m = row_maximum(in, I);
+    if (m == mex_minus_infinity) {
+        std::fill_n(out, O, mex_minus_infinity);
+        return;
+    }
+    const flush_to_zero_guard flush;
+    thread_local std::vector<float> e;  // E = exp(in - m): at most 1, the largest exactly 1
+    e.resize(I);
+    std::size_t i = 0;
+    for (; i + mex_lanes <= I; i += mex_lanes)
+        xsimd::exp(batch::load_unaligned(in + i) - batch(m)).store_unaligned(e.data() + i);
+    if (i < I)
+        store_partial(xsimd::exp(load_partial(in + i, I - i, mex_minus_infinity) - batch(m)),
+                      e.data() + i, I - i);
+    const float threshold = mex_forward_threshold(I);
+    alignas(64) float s[nr];
+    for (std::size_t n0 = 0; n0 < O; n0 += nr) {
+        // S[n0 .. n0 + nr) = sum_k E[k] W^T[k, .], from the panel of packed W^T (k-major)
+        const float* panel = packed_w_t + n0 * I;
+        batch acc[ways][NV];
+        for (auto& way : acc)
+            for (auto& a : way) a = batch(0.0f);
+        std::size_t k = 0;
+        for (; k + ways <= I; k += ways)
+            for (std::size_t w = 0; w < ways; ++w) {
+                const batch ek(e[k + w]);
+                for (std::size_t v = 0; v < NV; ++v)
+                    acc[w][v] = xsimd::fma(
+                        ek, batch::load_unaligned(panel + (k + w) * nr + v * mex_lanes), acc[w][v]);
+            }
+        for (; k < I; ++k)
+            for (std::size_t v = 0; v < NV; ++v)
+                acc[0][v] = xsimd::fma(
+                    batch(e[k]), batch::load_unaligned(panel + k * nr + v * mex_lanes), acc[0][v]);
+        for (std::size_t v = 0; v < NV; ++v)
+            ((acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v])).store_aligned(s + v * mex_lanes);
+        // out = m + log S where S is large enough to be exact, else the exact logsumexp
+        const std::size_t width = std::min(nr, O - n0);
+        for (std::size_t o = 0; o < width; ++o)
+            out[n0 + o] = s[o] >= threshold ? m + std::log(s[o])
+                                            : exact_log_sum_exp(in, log_weights + (n0 + o) * I, I);
+    }
+}
+
+}  // namespace detail
+
+// mex_forward_packed for a single row (one position of one image): the same method and
+// guarantees (S = E W^T from the packed W^T, the exact logsumexp where S is below
+// mex_forward_threshold), as a vector-matrix product instead of padding the row to a GEMM
+// register tile of mex_mr rows.
+inline void mex_forward_row(std::size_t I, std::size_t O, const float* in, const float* packed_w_t,
+                            const float* log_weights, float* out) {
+    if (O == 0) return;
+    if (I == 0) {  // an empty sum
+        std::fill_n(out, O, detail::mex_minus_infinity);
+        return;
+    }
+    detail::with_panel_vectors(O, [&](auto nv) {
+        detail::mex_forward_row_panels<decltype(nv)::value>(I, O, in, packed_w_t, log_weights, out);
+    });
 }
 
 }  // namespace cpu_kernels
@@ -160,6 +232,9 @@ inline void cpu::layer_values(const plan& p, const parameters<float>& theta,
                     cpu_kernels::max_plus_forward(
                         run, ic, oc, source,
                         prep.log_weights_t[l].data() + std::size_t(set) * ic * oc, target);
+                else if (run == 1)
+                    cpu_kernels::mex_forward_row(ic, oc, source, w.forward(set),
+                                                 w.log.data() + std::size_t(set) * oc * ic, target);
                 else
                     cpu_kernels::mex_forward_packed(run, ic, oc, source, w.forward(set),
                                                     w.log.data() + std::size_t(set) * oc * ic,

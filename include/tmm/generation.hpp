@@ -10,7 +10,8 @@
 //
 // One image is processed at a time (in parallel over images with oneTBB), so memory is the
 // images plus the parameters plus one upward pass per worker thread. The upward pass comes
-// from a backend policy (`upward_pass`); the reference backend supplies it for any T.
+// from a backend policy (`upward_pass`): the reference backend supplies it for any T, the CPU
+// backend for float.
 #pragma once
 
 #include <tbb/blocked_range.h>
@@ -91,12 +92,13 @@ inline std::uint64_t item_seed(std::uint64_t seed, std::uint64_t item) {
 // ---- the backend policy that supplies the upward pass ----
 
 // A backend that can compute every layer's log-values for one image, in the sum-product or
-// max-product semiring (backends::reference does).
+// max-product semiring (backends::reference does for any T, backends::cpu for float). The
+// prepared parameters are named upward_prepared: a backend may have its own `prepared`.
 template <class B, class T>
 concept upward_pass = requires(const plan& p, const parameters<T>& theta,
-                               const typename B::template prepared<T>& prep,
+                               const typename B::template upward_prepared<T>& prep,
                                const observations<T>& x, std::vector<std::vector<T>>& values) {
-    { B::prepare(p, theta) } -> std::same_as<typename B::template prepared<T>>;
+    { B::prepare(p, theta) } -> std::same_as<typename B::template upward_prepared<T>>;
     B::layer_values(p, theta, prep, x, std::size_t{0}, values, semiring::sum_product);
 };
 
@@ -324,7 +326,7 @@ class latent_tree {
   private:
     plan plan_;
     parameters<T> theta_;
-    typename Upward::template prepared<T> prepared_;
+    typename Upward::template upward_prepared<T> prepared_;
     std::vector<std::vector<T>> log_weights_;
     std::vector<std::vector<double>> weights_;  // W = exp(log W), for the posterior pass
     std::vector<T> leaf_;                       // categorical leaves: log P(x_k = v | d), M x s x V

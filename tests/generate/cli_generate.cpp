@@ -241,6 +241,27 @@ BOOST_AUTO_TEST_CASE(inpaint_keeps_observed_pixels_and_reports_both_errors) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(both_backends_give_the_same_completions) {
+    // the upward pass of the CPU backend (the default) against the scalar reference: the
+    // most probable completions are the same picture, the conditional means the same error
+    auto& w = shared();
+    const std::string base = w.with_model("inpaint") + " --data " + quote(w.data.string()) +
+                             " --missing iid:0.5 --seed 4 --count 12 --show 4 --scale 1 --json ";
+    for (const std::string mode : {"mean", "mpe"}) {
+        const auto cpu = w.run(base + "--mode " + mode + " --png " + w.file("bc.png"));
+        const auto ref =
+            w.run(base + "--mode " + mode + " --backend reference --png " + w.file("br.png"));
+        BOOST_TEST_REQUIRE(cpu.code == 0, mode);
+        BOOST_TEST_REQUIRE(ref.code == 0, mode);
+        const auto a = nlohmann::json::parse(cpu.out), b = nlohmann::json::parse(ref.out);
+        BOOST_TEST(a.at("backend").get<std::string>() == "cpu");
+        BOOST_TEST(b.at("backend").get<std::string>() == "reference");
+        const double mse = a.at("mse").get<double>(), want = b.at("mse").get<double>();
+        BOOST_TEST(std::abs(mse - want) <= 1e-4 * want, mode << ": " << mse << " vs " << want);
+        if (mode == "mpe") BOOST_TEST((read_text(w.dir / "bc.png") == read_text(w.dir / "br.png")));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(visualise_draws_one_tile_per_channel) {
     auto& w = shared();
     auto r = w.run(w.with_model("visualise") + " --layer 8 --scale 1 --png " + w.file("v.png"));
@@ -270,6 +291,7 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_refused_with_a_reason) {
         {"sample --model " + w.file("nothing.tmm") + png, 1, "nothing.tmm"},
         {w.with_model("visualise") + " --layer 9" + png, 2, "--layer 9"},
         {w.with_model("visualise") + " --layer -1" + png, 2, "--layer -1"},
+        {w.with_model("visualise") + " --layer 0 --backend gpu" + png, 2, "--backend"},
         {w.with_model("inpaint") + " --data " + quote(w.data.string()) + " --mode best" + png, 2,
          "--mode"},
         {w.with_model("inpaint") + " --data " + quote(w.data.string()) + " --count 13" + png, 2,

@@ -2,6 +2,8 @@
 // tmm/generation.hpp, pictures written as PNG grids.
 #include "generate.hpp"
 
+#include <tmm/backends/cpu/cpu.hpp>
+#include <tmm/backends/reference/reference.hpp>
 #include <tmm/generation.hpp>
 #include <tmm/io/model_file.hpp>
 #include <tmm/train/images.hpp>
@@ -33,6 +35,7 @@ struct sample_command {
     std::uint64_t seed = 0;
     int scale = 3;
     bool modes = false;
+    std::string backend = "cpu";
 };
 
 struct inpaint_command {
@@ -41,6 +44,7 @@ struct inpaint_command {
     std::uint64_t seed = 0;
     bool json = false;
     int scale = 3;
+    std::string backend = "cpu";
 };
 
 struct visualise_command {
@@ -48,6 +52,7 @@ struct visualise_command {
     int layer = 0;
     int channels = 16;
     int scale = 4;
+    std::string backend = "cpu";
 };
 
 sample_command sample_options;
@@ -80,6 +85,14 @@ loaded_model load_generative_model(const std::string& path) {
     return model;
 }
 
+// Calls f with the backend policy that supplies generation's upward pass (--backend): the
+// CPU backend's vectorised kernels, or the scalar reference for checking them.
+template <class F>
+decltype(auto) with_backend(const std::string& name, F&& f) {
+    if (name == "reference") return f(backends::reference{});
+    return f(backends::cpu{});
+}
+
 void check_scale(int scale) {
     if (scale < 1 || scale > 16)
         throw usage_error(fmt::format("--scale {}: expected a whole number in 1..16", scale));
@@ -109,9 +122,11 @@ int run_sample(const sample_command& command) {
     std::vector<double> grey(p.pixels());
     for (std::size_t r = 0; r < labels.size(); ++r) {
         // Each class draws with its own seed, so a class's samples do not depend on the others.
-        const auto samples =
-            sample(p, model.params, command.count, labels[r], item_seed(command.seed, labels[r]),
-                   command.modes ? patch_values::modes : patch_values::drawn);
+        const auto samples = with_backend(command.backend, [&]<class B>(B) {
+            return sample<B>(p, model.params, command.count, labels[r],
+                             item_seed(command.seed, labels[r]),
+                             command.modes ? patch_values::modes : patch_values::drawn);
+        });
         for (std::size_t n = 0; n < command.count; ++n) {
             for (int i = 0; i < p.pixels(); ++i) grey[i] = to_pixel(samples[n * p.pixels() + i]);
             grid.set_tile(int(r) * rows_per_label + int(n) / per_row, int(n) % per_row, grey);
@@ -154,7 +169,9 @@ int run_inpaint(const inpaint_command& command) {
 
     const auto start = std::chrono::steady_clock::now();
     const observations<float> x(inputs.count, inputs.values, inputs.observed);
-    const std::vector<float> filled = complete(p, model.params, x, how, command.seed);
+    const std::vector<float> filled = with_backend(command.backend, [&]<class B>(B) {
+        return complete<B>(p, model.params, x, how, command.seed);
+    });
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -206,6 +223,7 @@ int run_inpaint(const inpaint_command& command) {
                                     {"model", command.model},
                                     {"data", split.name},
                                     {"png", command.png},
+                                    {"backend", command.backend},
                                     {"seconds", seconds}};
         fmt::print("{}\n", out.dump());
     } else {
@@ -232,18 +250,20 @@ int run_visualise(const visualise_command& command) {
     const layer& ly = p.layers[command.layer];
     const int channels = std::min(command.channels, ly.out_channels);
 
-    const latent_tree<float> tree(p, model.params);
-    latent_tree<float>::values prior_max;
-    tree.upward_of_nothing(semiring::max_product, prior_max);
     // One tile per channel: every position's most likely patch for that channel, in place.
     const int cols = std::min(channels, 8);
     image_grid grid((channels + cols - 1) / cols, cols, p.height, p.width, command.scale);
     std::vector<double> grey(p.pixels());
-    for (int g = 0; g < channels; ++g) {
-        const auto patches = most_likely_patches(tree, prior_max, command.layer, g);
-        for (int i = 0; i < p.pixels(); ++i) grey[i] = to_pixel(patches.values[i]);
-        grid.set_tile(g / cols, g % cols, grey, patches.covered, {255, 255, 255});
-    }
+    with_backend(command.backend, [&]<class B>(B) {
+        const latent_tree<float, B> tree(p, model.params);
+        typename latent_tree<float, B>::values prior_max;
+        tree.upward_of_nothing(semiring::max_product, prior_max);
+        for (int g = 0; g < channels; ++g) {
+            const auto patches = most_likely_patches(tree, prior_max, command.layer, g);
+            for (int i = 0; i < p.pixels(); ++i) grey[i] = to_pixel(patches.values[i]);
+            grid.set_tile(g / cols, g % cols, grey, patches.covered, {255, 255, 255});
+        }
+    });
     write_png(command.png, grid);
     fmt::print("wrote {} (layer {}: {} of {} channel(s), {} position(s) each)\n", command.png,
                command.layer, channels, ly.out_channels, ly.out_positions());
@@ -354,6 +374,14 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->check(positive);
     visualise_app->add_option("--scale", visualise_options.scale, "screen pixels per image pixel")
         ->capture_default_str();
+    for (auto [sub, backend] : {std::pair{sample_app, &sample_options.backend},
+                                std::pair{inpaint_app, &inpaint_options.backend},
+                                std::pair{visualise_app, &visualise_options.backend}})
+        sub->add_option("--backend", *backend,
+                        "the upward pass: cpu (vectorised kernels) or reference (scalar, slow; "
+                        "for checking)")
+            ->capture_default_str()
+            ->check(CLI::IsMember({"cpu", "reference"}));
     return {sample_app, inpaint_app, visualise_app};
 }
 

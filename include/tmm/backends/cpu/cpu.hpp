@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <limits>
 #include <span>
@@ -28,6 +29,7 @@
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
+#include "../../semiring.hpp"
 #include "leaf_kernels.hpp"
 #include "mex_kernels.hpp"
 
@@ -86,6 +88,17 @@ struct cpu {
         backward(p, theta, prep, x, n, dout, ws, grad, leaf_gradients);
         return out;
     }
+
+    // Generation's upward pass (generation.hpp's upward_pass; defined in upward.hpp): every
+    // layer's log-values of image b, in the sum-product or max-product semiring.
+    template <class T>
+    requires std::same_as<T, float>
+    struct upward_prepared;
+    static upward_prepared<float> prepare(const plan& p, const parameters<float>& theta);
+    static void layer_values(const plan& p, const parameters<float>& theta,
+                             const upward_prepared<float>& prep, const observations<float>& x,
+                             std::size_t b, std::vector<std::vector<float>>& values,
+                             semiring combine = semiring::sum_product);
 
   private:
     // Storage a thread reuses from call to call, and a claim on it for one call. A call that
@@ -658,3 +671,5 @@ struct cpu {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+#include "upward.hpp"

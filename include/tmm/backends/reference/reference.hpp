@@ -74,6 +74,8 @@ struct reference {
         std::vector<std::vector<T>> log_weights;
         std::vector<T> leaf;
     };
+    template <class T>
+    using upward_prepared = prepared<T>;  // the name generation's upward_pass looks for
 
     // Checks the plan and parameters, then prepares them for layer_values.
     template <class T>

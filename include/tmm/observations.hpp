@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -44,6 +45,20 @@ struct observations {
     }
 };
 
+namespace detail {
+
+// True when no value is +-inf (a NaN is a missing value, not an error): one branch-free pass
+// that the compiler vectorises, so that a clean batch costs no per-value branches.
+template <class T>
+bool none_infinite(std::span<const T> values) {
+    constexpr T inf = std::numeric_limits<T>::infinity();
+    int infinite = 0;
+    for (const T v : values) infinite |= int(v == inf) | int(v == -inf);
+    return infinite == 0;
+}
+
+}  // namespace detail
+
 // Throws input_error naming the first problem: wrong sizes, an infinite observed value, or
 // for categorical leaves an observed value that is not a symbol in [0, V).
 template <class T>
@@ -72,6 +87,9 @@ void validate(const plan& p, const observations<T>& x) {
                               std::to_string(x.count) + " images x " + std::to_string(positions) +
                               " positions");
     }
+    // Gaussian leaves accept any finite value: a batch without an infinity is clean. Otherwise
+    // the value-by-value walk below finds the first problem and names it.
+    if (p.leaves != leaf_kind::categorical && detail::none_infinite(x.values)) return;
     for (std::size_t i = 0; i < x.values.size(); ++i) {
         if (!x.is_observed(i)) continue;
         const T v = x.values[i];

@@ -1,0 +1,480 @@
+// Element kernels of the thrust backend: plain functors over flat indices, run by
+// thrust::for_each on whatever device system thrust was configured with (CUDA with nvcc; TBB,
+// OpenMP or sequential C++ with a host compiler). They see only raw pointers and sizes.
+//
+// Layout: every activation is images x positions x channels, an image's block contiguous.
+// A conv ("MEX") layer is out[b,j,g] = log sum_a W[g,a] exp(in[b,j,a]), computed as a
+// max-shifted GEMM: with m = max_a in[b,j,a] and E[a] = exp(in[a] - m),
+// out = m + log sum_a W[g,a] E[a]. Where that sum is too small to be exact in float (the
+// terms that carry it were flushed to zero), the output is the exact max-shifted logsumexp
+// of log W[g,a] + in[a] instead, so -inf and tiny probabilities come out right.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define TMM_THRUST_HD __host__ __device__
+#else
+#define TMM_THRUST_HD
+#endif
+
+namespace tmm::backends::thrust_kernels {
+
+using index = std::size_t;
+
+inline constexpr float log_two_pi = 1.8378770664093454836f;
+
+// The forward fast path needs sum_a W[g,a] E[a] >= I * 2^-102: each flushed term moves the
+// sum by at most 2^-126, so the error stays below float rounding (the CPU backend's rule).
+TMM_THRUST_HD inline float forward_threshold(int inputs) {
+    return float(inputs) * 0x1p-102f;
+}
+// The backward fast path divides by S = exp(out - m); it needs log S >= -40 log 2.
+inline constexpr float backward_log_threshold = -40.0f * 0.693147180559945309f;
+
+TMM_THRUST_HD inline float minus_infinity() {
+    return -INFINITY;
+}
+TMM_THRUST_HD inline bool is_nan(float v) {
+    return v != v;
+}
+
+// sum_i a[i] b[i] with eight independent partial sums: a host compiler vectorises it without
+// reassociation flags, a GPU thread keeps them in registers.
+TMM_THRUST_HD inline float dot(const float* a, const float* b, int n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+    for (; i < n; ++i) s[0] += a[i] * b[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// log sum_a exp(log_w[a] + in[a]), max-shifted; -inf when every term is -inf.
+TMM_THRUST_HD inline float exact_log_sum_exp(const float* log_w, const float* in, int n) {
+    float top = minus_infinity();
+    for (int a = 0; a < n; ++a) top = fmaxf(top, log_w[a] + in[a]);
+    if (top == minus_infinity()) return top;
+    float s = 0;
+    for (int a = 0; a < n; ++a) s += expf(log_w[a] + in[a] - top);
+    return top + logf(s);
+}
+
+// The geometry pixel_of needs, copied by value into the kernels.
+struct image_geometry {
+    int height, width, channels, pad, patch, grid_cols;
+
+    TMM_THRUST_HD int pixel_of(int position, int k) const {
+        const int channel = k % channels;
+        const int within = k / channels;
+        const int row = (position / grid_cols) * patch + within / patch - pad;
+        const int col = (position % grid_cols) * patch + within % patch - pad;
+        if (row < 0 || row >= height || col < 0 || col >= width) return -1;
+        return (row * width + col) * channels + channel;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Parameters into the tables the kernels read
+
+// One row of `in` values: log_w = theta - logsumexp(theta), w = exp(log_w). Fixed layers pass
+// linear weights and `fixed`: log_w = log(w).
+struct normalize_rows {
+    const float* theta;
+    float* log_w;
+    float* w;
+    int in;
+    int fixed_rows;  // > 0: the weights are fixed and repeat every fixed_rows rows
+
+    TMM_THRUST_HD void operator()(index r) const {
+        const float* t = theta + (fixed_rows > 0 ? r % index(fixed_rows) : r) * in;
+        float* lw = log_w + r * in;
+        float* lin = w + r * in;
+        if (fixed_rows > 0) {
+            for (int a = 0; a < in; ++a) lin[a] = t[a], lw[a] = logf(t[a]);
+            return;
+        }
+        float top = minus_infinity();
+        for (int a = 0; a < in; ++a) top = fmaxf(top, t[a]);
+        float s = 0;
+        for (int a = 0; a < in; ++a) s += expf(t[a] - top);
+        const float norm = top + logf(s);
+        for (int a = 0; a < in; ++a) lw[a] = t[a] - norm, lin[a] = expf(lw[a]);
+    }
+};
+
+// wt[set][a][g] = w[set][g][a]
+struct transpose_weights {
+    const float* w;
+    float* wt;
+    int out, in;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index per_set = index(out) * in;
+        const index set = e / per_set, within = e % per_set;
+        const index a = within / out, g = within % out;
+        wt[e] = w[set * per_set + g * in + a];
+    }
+};
+
+// Gaussian leaves, per (component, coordinate): (rho - log 2 pi) / 2 and lambda / 2.
+struct gaussian_tables {
+    const float* log_precision;
+    float* half_log;
+    float* half_precision;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        half_log[e] = 0.5f * (log_precision[e] - log_two_pi);
+        half_precision[e] = 0.5f * expf(log_precision[e]);
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward pass
+
+// rep[b,i,d] = sum over observed coordinates k of patch i of log f_d(x_k). A missing value
+// is NaN in `x` (the host folds the mask into the values before the upload).
+struct representation {
+    const float* x;  // images x pixels
+    image_geometry geo;
+    int positions, components, patch_size, values;
+    const float* mean;            // Gaussian: M x s
+    const float* half_log;        // Gaussian: M x s
+    const float* half_precision;  // Gaussian: M x s
+    const float* leaf_log;        // categorical: M x s x V (null for Gaussian leaves)
+    float* rep;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index d = e % components, bi = e / components;
+        const int i = int(bi % positions);
+        const index b = bi / positions;
+        const index pixels = index(geo.height) * geo.width * geo.channels;
+        float sum = 0;
+        for (int k = 0; k < patch_size; ++k) {
+            const int pixel = geo.pixel_of(i, k);
+            if (pixel < 0) continue;
+            const float v = x[b * pixels + pixel];
+            if (is_nan(v)) continue;
+            const index at = d * patch_size + k;
+            if (leaf_log) {
+                sum += leaf_log[at * values + index(v)];
+            } else {
+                const float diff = v - mean[at];
+                sum += half_log[at] - half_precision[at] * diff * diff;
+            }
+        }
+        rep[e] = sum;
+    }
+};
+
+// Per (image, position) row of a conv input: top[r] = max_a in[r,a], shifted[r,a] =
+// exp(in[r,a] - top[r]) (all zero when the row is all -inf).
+struct shift_rows {
+    const float* in;
+    float* shifted;
+    float* top;
+    int channels;
+
+    TMM_THRUST_HD void operator()(index r) const {
+        const float* row = in + r * channels;
+        float m = minus_infinity();
+        for (int a = 0; a < channels; ++a) m = fmaxf(m, row[a]);
+        top[r] = m;
+        float* e = shifted + r * channels;
+        for (int a = 0; a < channels; ++a) e[a] = m == minus_infinity() ? 0.0f : expf(row[a] - m);
+    }
+};
+
+// The conv output of row r = (image, position j) in channel g.
+struct conv_value {
+    const float* in;       // rows x I
+    const float* shifted;  // rows x I
+    const float* top;      // rows
+    const float* w;        // sets x O x I
+    const float* log_w;    // sets x O x I
+    const int* set_of_position;
+    int positions, in_channels, out_channels;
+    float threshold;
+
+    TMM_THRUST_HD float operator()(index r, int g) const {
+        const index set = index(set_of_position[r % positions]);
+        const index wrow = (set * out_channels + g) * in_channels;
+        const float s = dot(w + wrow, shifted + r * in_channels, in_channels);
+        if (s >= threshold) return top[r] + logf(s);
+        return exact_log_sum_exp(log_w + wrow, in + r * in_channels, in_channels);
+    }
+};
+
+// out[b,j,g] for every (image, position, output channel); a marginalised position is 0.
+struct conv_forward {
+    conv_value conv;
+    const std::uint8_t* kept;  // images x positions, or null
+    float* out;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index r = e / conv.out_channels;
+        const int g = int(e % conv.out_channels);
+        out[e] = kept && !kept[r] ? 0.0f : conv(r, g);
+    }
+};
+
+// Product pooling: out[b,w,g] = sum over the members j of window w of in[b,j,g].
+struct pool_forward {
+    const float* in;
+    const int* members;  // windows x window_size, -1 = padded slot
+    int in_positions, windows, window_size, channels;
+    const std::uint8_t* kept;  // images x windows, or null
+    float* out;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const int g = int(e % channels);
+        const index bw = e / channels;
+        const index w = bw % windows, b = bw / windows;
+        if (kept && !kept[bw]) {
+            out[e] = 0.0f;
+            return;
+        }
+        float sum = 0;
+        for (int slot = 0; slot < window_size; ++slot) {
+            const int j = members[w * window_size + slot];
+            if (j >= 0) sum += in[(b * in_positions + j) * channels + g];
+        }
+        out[e] = sum;
+    }
+};
+
+// A conv followed by a pooling, fused (inference only): the conv outputs are summed over
+// each window without being stored.
+struct conv_pool_forward {
+    conv_value conv;
+    const int* members;
+    int windows, window_size;
+    float* out;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const int g = int(e % conv.out_channels);
+        const index bw = e / conv.out_channels;
+        const index w = bw % windows, b = bw / windows;
+        float sum = 0;
+        for (int slot = 0; slot < window_size; ++slot) {
+            const int j = members[w * window_size + slot];
+            if (j >= 0) sum += conv(b * conv.positions + j, g);
+        }
+        out[e] = sum;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backward pass
+
+// Zeroes the gradient of the outputs at marginalised positions: their value is a constant.
+struct zero_unkept {
+    const std::uint8_t* kept;  // images x positions
+    int channels;
+    float* d;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        if (!kept[e / channels]) d[e] = 0.0f;
+    }
+};
+
+// Pooling passes gradients through: d_in[b,j,g] = d_out[b, window of j, g].
+struct pool_backward {
+    const float* d_out;
+    const int* window_of;  // in_positions
+    int in_positions, windows, channels;
+    float* d_in;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const int g = int(e % channels);
+        const index bj = e / channels;
+        const index j = bj % in_positions, b = bj / in_positions;
+        d_in[e] = d_out[(b * windows + index(window_of[j])) * channels + g];
+    }
+};
+
+// Per conv output row r = (image, position): for each output g with a gradient seed and a
+// finite output, either the fast-path factor scale[r,g] = seed exp(m - out) (then
+// seed * p[g,a] = scale W[g,a] E[a]) or, when exp(out - m) is too small, a mark that the
+// exact path handles (g, r). exact_count[r] counts the marks.
+struct conv_backward_rows {
+    const float* out;    // rows x O
+    const float* d_out;  // rows x O
+    const float* top;    // rows
+    int out_channels;
+    float* scale;         // rows x O
+    std::uint8_t* exact;  // rows x O
+    int* exact_count;     // rows
+
+    TMM_THRUST_HD void operator()(index r) const {
+        int count = 0;
+        for (int g = 0; g < out_channels; ++g) {
+            const index e = r * out_channels + g;
+            const float o = out[e], seed = d_out[e];
+            const bool live = seed != 0.0f && o != minus_infinity();
+            const bool fast = live && o - top[r] >= backward_log_threshold;
+            scale[e] = fast ? seed * expf(top[r] - o) : 0.0f;
+            exact[e] = live && !fast;
+            count += exact[e];
+        }
+        exact_count[r] = count;
+    }
+};
+
+// d_in[r,a] = sum_g seed[r,g] p[r,g,a], p = W[g,a] exp(in[r,a] - out[r,g]).
+struct conv_backward_input {
+    const float* in;
+    const float* shifted;
+    const float* out;
+    const float* d_out;
+    const float* scale;
+    const std::uint8_t* exact;
+    const int* exact_count;
+    const float* wt;     // sets x I x O
+    const float* log_w;  // sets x O x I
+    const int* set_of_position;
+    int positions, in_channels, out_channels;
+    float* d_in;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index r = e / in_channels;
+        const int a = int(e % in_channels);
+        const index set = index(set_of_position[r % positions]);
+        const index per_set = index(out_channels) * in_channels;
+        float sum = shifted[e] * dot(wt + set * per_set + index(a) * out_channels,
+                                     scale + r * out_channels, out_channels);
+        if (exact_count[r] > 0)
+            for (int g = 0; g < out_channels; ++g)
+                if (exact[r * out_channels + g])
+                    sum += d_out[r * out_channels + g] *
+                           expf(log_w[set * per_set + index(g) * in_channels + a] + in[e] -
+                                out[r * out_channels + g]);
+        d_in[e] = sum;
+    }
+};
+
+// Weight gradients of one chunk of images, for `block` consecutive inputs a of one (set, g):
+// dtheta[g,a] = sum over rows r of the set of seed (p[r,g,a] - W[g,a]). Chunks are summed
+// afterwards in a fixed order, so results do not depend on the device's scheduling.
+struct conv_backward_weights {
+    static constexpr int block = 16;
+    const float* in;
+    const float* shifted;
+    const float* out;
+    const float* d_out;
+    const float* scale;
+    const std::uint8_t* exact;
+    const float* w;
+    const float* log_w;
+    const int* set_offsets;    // sets + 1
+    const int* set_positions;  // positions, grouped by set
+    int positions, in_channels, out_channels, sets;
+    index images, chunk;
+    float* partial;  // chunks x sets x O x I
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index blocks = (index(in_channels) + block - 1) / block;
+        const index ab = e % blocks;
+        const index sg = (e / blocks) % (index(sets) * out_channels);
+        const index c = e / blocks / (index(sets) * out_channels);
+        const index set = sg / out_channels;
+        const int g = int(sg % out_channels);
+        const int a0 = int(ab * block);
+        const int width = in_channels - a0 < block ? in_channels - a0 : block;
+        float fast[block], slow[block];
+        for (int k = 0; k < block; ++k) fast[k] = 0, slow[k] = 0;
+        float seeds = 0;
+        const index first = c * chunk, last = first + chunk < images ? first + chunk : images;
+        const float* lw = log_w + sg * in_channels + a0;
+        for (index b = first; b < last; ++b)
+            for (int q = set_offsets[set]; q < set_offsets[set + 1]; ++q) {
+                const index r = b * positions + index(set_positions[q]);
+                const index o = r * out_channels + g;
+                const float seed = d_out[o];
+                if (seed == 0.0f || out[o] == minus_infinity()) continue;
+                seeds += seed;
+                const float* ein = shifted + r * in_channels + a0;
+                if (exact[o]) {
+                    const float* xin = in + r * in_channels + a0;
+                    for (int k = 0; k < width; ++k) slow[k] += seed * expf(lw[k] + xin[k] - out[o]);
+                } else {
+                    const float s = scale[o];
+                    for (int k = 0; k < width; ++k) fast[k] += s * ein[k];
+                }
+            }
+        float* dst = partial + (c * sets * out_channels + sg) * in_channels + a0;
+        const float* wrow = w + sg * in_channels + a0;
+        for (int k = 0; k < width; ++k) dst[k] = wrow[k] * (fast[k] - seeds) + slow[k];
+    }
+};
+
+// into[i] = sum over chunks c (in order) of partial[c * stride + i].
+struct sum_chunks {
+    const float* partial;
+    index chunks, stride;
+    float* into;
+
+    TMM_THRUST_HD void operator()(index i) const {
+        float s = 0;
+        for (index c = 0; c < chunks; ++c) s += partial[c * stride + i];
+        into[i] = s;
+    }
+};
+
+// Leaf gradients of one chunk of images for one (component d, coordinate k): Gaussian
+// d/d mu = lambda (x - mu), d/d rho = 1/2 - lambda (x - mu)^2 / 2; categorical (per symbol u)
+// d/d logit[u] = [x == u] - P(u). Observed coordinates only.
+struct leaf_backward {
+    const float* x;
+    const float* d_rep;  // images x positions x M
+    image_geometry geo;
+    int positions, components, patch_size, values;
+    const float* mean;
+    const float* log_precision;
+    const float* leaf_log;  // categorical: M x s x V, else null
+    index images, chunk;
+    float* partial;  // chunks x (Gaussian: 2 x M x s; categorical: M x s x V)
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index per_chunk_units = index(components) * patch_size * (leaf_log ? values : 1);
+        const index c = e / per_chunk_units, unit = e % per_chunk_units;
+        const int u = leaf_log ? int(unit % values) : 0;
+        const index at = leaf_log ? unit / values : unit;  // d * s + k
+        const int d = int(at / patch_size), k = int(at % patch_size);
+        const index pixels = index(geo.height) * geo.width * geo.channels;
+        const index first = c * chunk, last = first + chunk < images ? first + chunk : images;
+        float lambda = 0, mu = 0, prob = 0;
+        if (leaf_log)
+            prob = expf(leaf_log[at * values + u]);
+        else
+            lambda = expf(log_precision[at]), mu = mean[at];
+        float g1 = 0, g2 = 0;
+        for (int i = 0; i < positions; ++i) {
+            const int pixel = geo.pixel_of(i, k);
+            if (pixel < 0) continue;
+            for (index b = first; b < last; ++b) {
+                const float v = x[b * pixels + pixel];
+                if (is_nan(v)) continue;
+                const float seed = d_rep[(b * positions + i) * components + d];
+                if (leaf_log) {
+                    g1 += seed * ((int(v) == u ? 1.0f : 0.0f) - prob);
+                } else {
+                    const float diff = v - mu;
+                    g1 += seed * lambda * diff;
+                    g2 += seed * (0.5f - 0.5f * lambda * diff * diff);
+                }
+            }
+        }
+        if (leaf_log) {
+            partial[e] = g1;
+        } else {
+            const index leaf = index(components) * patch_size;
+            partial[c * 2 * leaf + at] = g1;
+            partial[c * 2 * leaf + leaf + at] = g2;
+        }
+    }
+};
+
+}  // namespace tmm::backends::thrust_kernels

@@ -18,6 +18,18 @@
 #define TMM_THRUST_HD __host__ __device__
 #else
 #define TMM_THRUST_HD
+// On a CPU device system the inner loops use xsimd: without it GCC at -O2 leaves the
+// float reductions scalar (it may not reassociate them).
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <xsimd/xsimd.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 namespace tmm::backends::thrust_kernels {
@@ -37,25 +49,64 @@ inline constexpr float backward_log_threshold = -40.0f * 0.693147180559945309f;
 TMM_THRUST_HD inline float minus_infinity() {
     return -INFINITY;
 }
+// max without fmaxf's NaN rules (no NaN reaches the kernels), so that it inlines everywhere
+TMM_THRUST_HD inline float larger(float a, float b) {
+    return a > b ? a : b;
+}
 TMM_THRUST_HD inline bool is_nan(float v) {
     return v != v;
 }
 
-// sum_i a[i] b[i] with eight independent partial sums: a host compiler vectorises it without
-// reassociation flags, a GPU thread keeps them in registers.
+// sum_i a[i] b[i]: on a GPU with four independent partial sums in registers, on a CPU with
+// two vectors of them.
 TMM_THRUST_HD inline float dot(const float* a, const float* b, int n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#if defined(__CUDACC__)
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
-    for (; i < n; ++i) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; ++i) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+#else
+    using batch = xsimd::batch<float>;
+    constexpr int lanes = int(batch::size);
+    batch s0(0.0f), s1(0.0f);
+    int i = 0;
+    for (; i + 2 * lanes <= n; i += 2 * lanes) {
+        s0 = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), s0);
+        s1 = xsimd::fma(batch::load_unaligned(a + i + lanes), batch::load_unaligned(b + i + lanes),
+                        s1);
+    }
+    for (; i + lanes <= n; i += lanes)
+        s0 = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), s0);
+    float s = xsimd::hadd(s0 + s1);
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+#endif
+}
+
+// y[i] += s x[i]
+TMM_THRUST_HD inline void axpy(float s, const float* x, float* y, int n) {
+    int i = 0;
+#if !defined(__CUDACC__)
+    using batch = xsimd::batch<float>;
+    constexpr int lanes = int(batch::size);
+    const batch scale(s);
+    for (; i + lanes <= n; i += lanes)
+        xsimd::fma(scale, batch::load_unaligned(x + i), batch::load_unaligned(y + i))
+            .store_unaligned(y + i);
+#endif
+    for (; i < n; ++i) y[i] += s * x[i];
 }
 
 // log sum_a exp(log_w[a] + in[a]), max-shifted; -inf when every term is -inf.
 TMM_THRUST_HD inline float exact_log_sum_exp(const float* log_w, const float* in, int n) {
     float top = minus_infinity();
-    for (int a = 0; a < n; ++a) top = fmaxf(top, log_w[a] + in[a]);
+    for (int a = 0; a < n; ++a) top = larger(top, log_w[a] + in[a]);
     if (top == minus_infinity()) return top;
     float s = 0;
     for (int a = 0; a < n; ++a) s += expf(log_w[a] + in[a] - top);
@@ -97,7 +148,7 @@ struct normalize_rows {
             return;
         }
         float top = minus_infinity();
-        for (int a = 0; a < in; ++a) top = fmaxf(top, t[a]);
+        for (int a = 0; a < in; ++a) top = larger(top, t[a]);
         float s = 0;
         for (int a = 0; a < in; ++a) s += expf(t[a] - top);
         const float norm = top + logf(s);
@@ -134,38 +185,40 @@ struct gaussian_tables {
 // ---------------------------------------------------------------------------------------------
 // Forward pass
 
-// rep[b,i,d] = sum over observed coordinates k of patch i of log f_d(x_k). A missing value
-// is NaN in `x` (the host folds the mask into the values before the upload).
+// rep[b,i,d] = sum over observed coordinates k of patch i of log f_d(x_k), for one (image b,
+// position i) per call. A missing value is NaN in `x` (the host folds the mask into the
+// values before the upload); pixel_of[i * s + k] is the plan's pixel (-1: padding).
 struct representation {
     const float* x;  // images x pixels
-    image_geometry geo;
-    int positions, components, patch_size, values;
+    const int* pixel_of;
+    int pixels, positions, components, patch_size, values;
     const float* mean;            // Gaussian: M x s
     const float* half_log;        // Gaussian: M x s
     const float* half_precision;  // Gaussian: M x s
     const float* leaf_log;        // categorical: M x s x V (null for Gaussian leaves)
     float* rep;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const index d = e % components, bi = e / components;
-        const int i = int(bi % positions);
-        const index b = bi / positions;
-        const index pixels = index(geo.height) * geo.width * geo.channels;
-        float sum = 0;
-        for (int k = 0; k < patch_size; ++k) {
-            const int pixel = geo.pixel_of(i, k);
-            if (pixel < 0) continue;
-            const float v = x[b * pixels + pixel];
-            if (is_nan(v)) continue;
-            const index at = d * patch_size + k;
-            if (leaf_log) {
-                sum += leaf_log[at * values + index(v)];
-            } else {
-                const float diff = v - mean[at];
-                sum += half_log[at] - half_precision[at] * diff * diff;
+    TMM_THRUST_HD void operator()(index bi) const {
+        const index i = bi % positions, b = bi / positions;
+        const float* image = x + b * pixels;
+        const int* pixel = pixel_of + i * patch_size;
+        float* out = rep + bi * components;
+        for (int d = 0; d < components; ++d) {
+            float sum = 0;
+            for (int k = 0; k < patch_size; ++k) {
+                if (pixel[k] < 0) continue;
+                const float v = image[pixel[k]];
+                if (is_nan(v)) continue;
+                const index at = index(d) * patch_size + k;
+                if (leaf_log) {
+                    sum += leaf_log[at * values + index(v)];
+                } else {
+                    const float diff = v - mean[at];
+                    sum += half_log[at] - half_precision[at] * diff * diff;
+                }
             }
+            out[d] = sum;
         }
-        rep[e] = sum;
     }
 };
 
@@ -180,7 +233,7 @@ struct shift_rows {
     TMM_THRUST_HD void operator()(index r) const {
         const float* row = in + r * channels;
         float m = minus_infinity();
-        for (int a = 0; a < channels; ++a) m = fmaxf(m, row[a]);
+        for (int a = 0; a < channels; ++a) m = larger(m, row[a]);
         top[r] = m;
         float* e = shifted + r * channels;
         for (int a = 0; a < channels; ++a) e[a] = m == minus_infinity() ? 0.0f : expf(row[a] - m);
@@ -198,12 +251,19 @@ struct conv_value {
     int positions, in_channels, out_channels;
     float threshold;
 
+    TMM_THRUST_HD index weight_row(index r, int g) const {
+        return (index(set_of_position[r % positions]) * out_channels + g) * in_channels;
+    }
+    // sum_a W[g,a] E[r,a]; out = top[r] + log of it when it is >= threshold
+    TMM_THRUST_HD float sum(index r, int g) const {
+        return dot(w + weight_row(r, g), shifted + r * in_channels, in_channels);
+    }
+    TMM_THRUST_HD float exact(index r, int g) const {
+        return exact_log_sum_exp(log_w + weight_row(r, g), in + r * in_channels, in_channels);
+    }
     TMM_THRUST_HD float operator()(index r, int g) const {
-        const index set = index(set_of_position[r % positions]);
-        const index wrow = (set * out_channels + g) * in_channels;
-        const float s = dot(w + wrow, shifted + r * in_channels, in_channels);
-        if (s >= threshold) return top[r] + logf(s);
-        return exact_log_sum_exp(log_w + wrow, in + r * in_channels, in_channels);
+        const float s = sum(r, g);
+        return s >= threshold ? top[r] + logf(s) : exact(r, g);
     }
 };
 
@@ -257,12 +317,23 @@ struct conv_pool_forward {
         const int g = int(e % conv.out_channels);
         const index bw = e / conv.out_channels;
         const index w = bw % windows, b = bw / windows;
-        float sum = 0;
+        // sum_j (top_j + log s_j) = sum_j top_j + log prod_j s_j: one log per window while the
+        // product stays well inside float's range (each fast-path s_j lies in (0, 1])
+        float tops = 0, product = 1, logs = 0;
         for (int slot = 0; slot < window_size; ++slot) {
             const int j = members[w * window_size + slot];
-            if (j >= 0) sum += conv(b * conv.positions + j, g);
+            if (j < 0) continue;
+            const index r = b * conv.positions + j;
+            const float s = conv.sum(r, g);
+            if (s >= conv.threshold) {
+                tops += conv.top[r];
+                product *= s;
+                if (product < 0x1p-100f) logs += logf(product), product = 1;
+            } else {
+                logs += conv.exact(r, g);
+            }
         }
-        out[e] = sum;
+        out[e] = tops + (logs + logf(product));
     }
 };
 
@@ -359,7 +430,11 @@ struct conv_backward_input {
 // dtheta[g,a] = sum over rows r of the set of seed (p[r,g,a] - W[g,a]). Chunks are summed
 // afterwards in a fixed order, so results do not depend on the device's scheduling.
 struct conv_backward_weights {
-    static constexpr int block = 16;
+#if defined(__CUDACC__)
+    static constexpr int block = 16;  // accumulators in registers
+#else
+    static constexpr int block = 64;  // four AVX-512 vectors per row
+#endif
     const float* in;
     const float* shifted;
     const float* out;
@@ -400,8 +475,7 @@ struct conv_backward_weights {
                     const float* xin = in + r * in_channels + a0;
                     for (int k = 0; k < width; ++k) slow[k] += seed * expf(lw[k] + xin[k] - out[o]);
                 } else {
-                    const float s = scale[o];
-                    for (int k = 0; k < width; ++k) fast[k] += s * ein[k];
+                    axpy(scale[o], ein, fast, width);
                 }
             }
         float* dst = partial + (c * sets * out_channels + sg) * in_channels + a0;

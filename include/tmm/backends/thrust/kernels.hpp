@@ -170,15 +170,36 @@ struct transpose_weights {
     }
 };
 
-// Gaussian leaves, per (component, coordinate): (rho - log 2 pi) / 2 and lambda / 2.
+// Gaussian leaves, per (component d, coordinate k), stored coordinate-major (s x M) so that
+// the representation's loop over components is contiguous: mu, (rho - log 2 pi) / 2 and
+// lambda / 2.
 struct gaussian_tables {
-    const float* log_precision;
-    float* half_log;
-    float* half_precision;
+    const float* mean;           // M x s
+    const float* log_precision;  // M x s
+    int components, patch_size;
+    float* mean_t;
+    float* half_log_t;
+    float* half_precision_t;
 
     TMM_THRUST_HD void operator()(index e) const {
-        half_log[e] = 0.5f * (log_precision[e] - log_two_pi);
-        half_precision[e] = 0.5f * expf(log_precision[e]);
+        const index d = e / patch_size, k = e % patch_size;
+        const index t = k * components + d;
+        mean_t[t] = mean[e];
+        half_log_t[t] = 0.5f * (log_precision[e] - log_two_pi);
+        half_precision_t[t] = 0.5f * expf(log_precision[e]);
+    }
+};
+
+// Categorical leaves: log P(x_k = v | d) from M x s x V into (s x V) x M.
+struct categorical_table {
+    const float* leaf_log;
+    int components, patch_size, values;
+    float* leaf_log_t;
+
+    TMM_THRUST_HD void operator()(index e) const {
+        const index v = e % values, dk = e / values;
+        const index d = dk / patch_size, k = dk % patch_size;
+        leaf_log_t[(k * values + v) * components + d] = leaf_log[e];
     }
 };
 
@@ -192,10 +213,10 @@ struct representation {
     const float* x;  // images x pixels
     const int* pixel_of;
     int pixels, positions, components, patch_size, values;
-    const float* mean;            // Gaussian: M x s
-    const float* half_log;        // Gaussian: M x s
-    const float* half_precision;  // Gaussian: M x s
-    const float* leaf_log;        // categorical: M x s x V (null for Gaussian leaves)
+    const float* mean_t;            // Gaussian: s x M
+    const float* half_log_t;        // Gaussian: s x M
+    const float* half_precision_t;  // Gaussian: s x M
+    const float* leaf_log_t;        // categorical: (s x V) x M (null for Gaussian leaves)
     float* rep;
 
     TMM_THRUST_HD void operator()(index bi) const {
@@ -203,21 +224,24 @@ struct representation {
         const float* image = x + b * pixels;
         const int* pixel = pixel_of + i * patch_size;
         float* out = rep + bi * components;
-        for (int d = 0; d < components; ++d) {
-            float sum = 0;
-            for (int k = 0; k < patch_size; ++k) {
-                if (pixel[k] < 0) continue;
-                const float v = image[pixel[k]];
-                if (is_nan(v)) continue;
-                const index at = index(d) * patch_size + k;
-                if (leaf_log) {
-                    sum += leaf_log[at * values + index(v)];
-                } else {
-                    const float diff = v - mean[at];
-                    sum += half_log[at] - half_precision[at] * diff * diff;
+        for (int d = 0; d < components; ++d) out[d] = 0.0f;
+        for (int k = 0; k < patch_size; ++k) {
+            if (pixel[k] < 0) continue;
+            const float v = image[pixel[k]];
+            if (is_nan(v)) continue;
+            if (leaf_log_t) {
+                const float* row = leaf_log_t + (index(k) * values + index(v)) * components;
+                for (int d = 0; d < components; ++d) out[d] += row[d];
+            } else {
+                const index at = index(k) * components;
+                const float* mu = mean_t + at;
+                const float* half = half_log_t + at;
+                const float* lambda = half_precision_t + at;
+                for (int d = 0; d < components; ++d) {
+                    const float diff = v - mu[d];
+                    out[d] += half[d] - lambda[d] * diff * diff;
                 }
             }
-            out[d] = sum;
         }
     }
 };

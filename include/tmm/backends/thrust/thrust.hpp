@@ -93,7 +93,7 @@ struct device_state {
     std::vector<float> parameters_next;  // the packed parameters of this call
     device_vector<float> parameters;
     bool tables_ready = false;  // the tables below were derived from `parameters`
-    device_vector<float> half_log, half_precision, leaf_log, leaf_linear;
+    device_vector<float> mean_t, half_log_t, half_precision_t, leaf_log, leaf_linear, leaf_log_t;
     std::vector<device_vector<float>> log_w, w, wt;
 
     std::vector<float> values_host;  // observations with the mask folded in as NaN
@@ -117,7 +117,12 @@ struct thrust {
     // Images evaluated together by log_likelihoods: bounds the activations' memory.
     static constexpr std::size_t inference_slice = 4096;
     // Images whose weight gradients one task sums before the fixed-order sum over chunks.
+    // (Longer on a CPU, where a task's overhead is larger than a GPU thread's.)
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA
     static constexpr std::size_t gradient_chunk = 16;
+#else
+    static constexpr std::size_t gradient_chunk = 64;
+#endif
 
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
@@ -277,13 +282,17 @@ struct thrust {
 
         const std::size_t leaf = std::size_t(p.components) * p.patch_size();
         if (p.leaves == leaf_kind::gaussian) {
-            for_n(leaf, thrust_kernels::gaussian_tables{params + layout.log_precision,
-                                                        sized(s.half_log, leaf),
-                                                        sized(s.half_precision, leaf)});
+            for_n(leaf, thrust_kernels::gaussian_tables{
+                            params + layout.mean, params + layout.log_precision, p.components,
+                            p.patch_size(), sized(s.mean_t, leaf), sized(s.half_log_t, leaf),
+                            sized(s.half_precision_t, leaf)});
         } else {
-            for_n(leaf, thrust_kernels::normalize_rows{
-                            params + layout.logits, sized(s.leaf_log, leaf * p.values),
-                            sized(s.leaf_linear, leaf * p.values), p.values, 0});
+            const std::size_t n = leaf * p.values;
+            for_n(leaf, thrust_kernels::normalize_rows{params + layout.logits, sized(s.leaf_log, n),
+                                                       sized(s.leaf_linear, n), p.values, 0});
+            for_n(n,
+                  thrust_kernels::categorical_table{raw(s.leaf_log), p.components, p.patch_size(),
+                                                    p.values, sized(s.leaf_log_t, n)});
         }
         s.log_w.resize(p.layers.size());
         s.w.resize(p.layers.size());
@@ -336,10 +345,10 @@ struct thrust {
               thrust_kernels::representation{
                   raw(s.values) + first * std::size_t(p.pixels()), raw(s.plan) + s.pixel_of,
                   p.pixels(), p.positions(), p.components, p.patch_size(), p.values,
-                  raw(s.parameters),  // the means come first
-                  p.leaves == leaf_kind::gaussian ? raw(s.half_log) : nullptr,
-                  p.leaves == leaf_kind::gaussian ? raw(s.half_precision) : nullptr,
-                  p.leaves == leaf_kind::categorical ? raw(s.leaf_log) : nullptr,
+                  p.leaves == leaf_kind::gaussian ? raw(s.mean_t) : nullptr,
+                  p.leaves == leaf_kind::gaussian ? raw(s.half_log_t) : nullptr,
+                  p.leaves == leaf_kind::gaussian ? raw(s.half_precision_t) : nullptr,
+                  p.leaves == leaf_kind::categorical ? raw(s.leaf_log_t) : nullptr,
                   sized(s.acts[0], rep_size)});
         const bool fuse = !training && x.kept_positions.empty();
         for (std::size_t l = 0; l < layers; ++l) {

@@ -127,6 +127,24 @@ struct image_geometry {
     }
 };
 
+// A kernel f(row, column) over rows x columns outputs, one task per output (a GPU thread
+// each) or one task per row (on a CPU, where a task's index arithmetic would cost more
+// than the output itself).
+template <class F>
+struct each_output {
+    F f;
+    int columns;
+    TMM_THRUST_HD void operator()(index e) const { f(e / columns, int(e % columns)); }
+};
+template <class F>
+struct each_row {
+    F f;
+    int columns;
+    TMM_THRUST_HD void operator()(index r) const {
+        for (int c = 0; c < columns; ++c) f(r, c);
+    }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Parameters into the tables the kernels read
 
@@ -156,17 +174,15 @@ struct normalize_rows {
     }
 };
 
-// wt[set][a][g] = w[set][g][a]
+// wt[set][a][g] = w[set][g][a]; row = set * I + a, column g.
 struct transpose_weights {
     const float* w;
     float* wt;
     int out, in;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const index per_set = index(out) * in;
-        const index set = e / per_set, within = e % per_set;
-        const index a = within / out, g = within % out;
-        wt[e] = w[set * per_set + g * in + a];
+    TMM_THRUST_HD void operator()(index row, int g) const {
+        const index set = row / in, a = row % in;
+        wt[row * out + g] = w[(set * out + g) * in + a];
     }
 };
 
@@ -297,10 +313,8 @@ struct conv_forward {
     const std::uint8_t* kept;  // images x positions, or null
     float* out;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const index r = e / conv.out_channels;
-        const int g = int(e % conv.out_channels);
-        out[e] = kept && !kept[r] ? 0.0f : conv(r, g);
+    TMM_THRUST_HD void operator()(index r, int g) const {
+        out[r * conv.out_channels + g] = kept && !kept[r] ? 0.0f : conv(r, g);
     }
 };
 
@@ -312,10 +326,9 @@ struct pool_forward {
     const std::uint8_t* kept;  // images x windows, or null
     float* out;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const int g = int(e % channels);
-        const index bw = e / channels;
+    TMM_THRUST_HD void operator()(index bw, int g) const {
         const index w = bw % windows, b = bw / windows;
+        const index e = bw * channels + g;
         if (kept && !kept[bw]) {
             out[e] = 0.0f;
             return;
@@ -337,9 +350,7 @@ struct conv_pool_forward {
     int windows, window_size;
     float* out;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const int g = int(e % conv.out_channels);
-        const index bw = e / conv.out_channels;
+    TMM_THRUST_HD void operator()(index bw, int g) const {
         const index w = bw % windows, b = bw / windows;
         // sum_j (top_j + log s_j) = sum_j top_j + log prod_j s_j: one log per window while the
         // product stays well inside float's range (each fast-path s_j lies in (0, 1])
@@ -357,7 +368,7 @@ struct conv_pool_forward {
                 logs += conv.exact(r, g);
             }
         }
-        out[e] = tops + (logs + logf(product));
+        out[bw * conv.out_channels + g] = tops + (logs + logf(product));
     }
 };
 
@@ -370,8 +381,8 @@ struct zero_unkept {
     int channels;
     float* d;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        if (!kept[e / channels]) d[e] = 0.0f;
+    TMM_THRUST_HD void operator()(index r, int c) const {
+        if (!kept[r]) d[r * channels + c] = 0.0f;
     }
 };
 
@@ -382,11 +393,9 @@ struct pool_backward {
     int in_positions, windows, channels;
     float* d_in;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const int g = int(e % channels);
-        const index bj = e / channels;
+    TMM_THRUST_HD void operator()(index bj, int g) const {
         const index j = bj % in_positions, b = bj / in_positions;
-        d_in[e] = d_out[(b * windows + index(window_of[j])) * channels + g];
+        d_in[bj * channels + g] = d_out[(b * windows + index(window_of[j])) * channels + g];
     }
 };
 
@@ -433,9 +442,8 @@ struct conv_backward_input {
     int positions, in_channels, out_channels;
     float* d_in;
 
-    TMM_THRUST_HD void operator()(index e) const {
-        const index r = e / in_channels;
-        const int a = int(e % in_channels);
+    TMM_THRUST_HD void operator()(index r, int a) const {
+        const index e = r * in_channels + a;
         const index set = index(set_of_position[r % positions]);
         const index per_set = index(out_channels) * in_channels;
         float sum = shifted[e] * dot(wt + set * per_set + index(a) * out_channels,

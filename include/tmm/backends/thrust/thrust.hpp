@@ -55,6 +55,18 @@ void for_n(std::size_t n, const F& f) {
                        ::thrust::counting_iterator<kernels_index>(n), f);
 }
 
+// Runs f(r, c) for every row r < rows and column c < columns: one task per output on a GPU,
+// one per row on a CPU device system (TMM_THRUST_OUTPUT_TASKS forces the GPU's way, so that
+// the tests cover it on a CPU).
+template <class F>
+void for_outputs(std::size_t rows, int columns, const F& f) {
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA || defined(TMM_THRUST_OUTPUT_TASKS)
+    for_n(rows * std::size_t(columns), thrust_kernels::each_output<F>{f, columns});
+#else
+    for_n(rows, thrust_kernels::each_row<F>{f, columns});
+#endif
+}
+
 // Grows v to at least n elements (keeping its storage between calls).
 template <class V>
 V* sized(device_vector<V>& v, std::size_t n) {
@@ -276,6 +288,7 @@ struct thrust {
     static void derive_tables(const plan& p, const thrust_detail::parameter_layout& layout,
                               thrust_detail::device_state& s) {
         using thrust_detail::for_n;
+        using thrust_detail::for_outputs;
         using thrust_detail::raw;
         using thrust_detail::sized;
         const float* params = raw(s.parameters);
@@ -305,8 +318,10 @@ struct thrust {
             for_n(rows, thrust_kernels::normalize_rows{
                             params + layout.theta[l], sized(s.log_w[l], n), sized(s.w[l], n),
                             ly.in_channels, ly.fixed ? ly.out_channels : 0});
-            for_n(n, thrust_kernels::transpose_weights{raw(s.w[l]), sized(s.wt[l], n),
-                                                       ly.out_channels, ly.in_channels});
+            thrust_detail::for_outputs(
+                std::size_t(ly.weight_sets) * ly.in_channels, ly.out_channels,
+                thrust_kernels::transpose_weights{raw(s.w[l]), sized(s.wt[l], n), ly.out_channels,
+                                                  ly.in_channels});
         }
     }
 
@@ -333,6 +348,7 @@ struct thrust {
     static void forward(const plan& p, const observations<float>& x, std::size_t first,
                         std::size_t rows, bool training, thrust_detail::device_state& s) {
         using thrust_detail::for_n;
+        using thrust_detail::for_outputs;
         using thrust_detail::raw;
         using thrust_detail::sized;
         const std::size_t layers = p.layers.size();
@@ -355,11 +371,12 @@ struct thrust {
             const layer& ly = p.layers[l];
             const std::size_t out_size = rows * ly.out_positions() * ly.out_channels;
             if (ly.kind == layer_kind::pool) {
-                for_n(out_size,
-                      thrust_kernels::pool_forward{
-                          raw(s.acts[l]), raw(s.plan) + s.tables[l].members, ly.in_positions(),
-                          ly.out_positions(), ly.window_size, ly.out_channels,
-                          kept_at(p, x, l, first, s), sized(s.acts[l + 1], out_size)});
+                for_outputs(
+                    rows * ly.out_positions(), ly.out_channels,
+                    thrust_kernels::pool_forward{
+                        raw(s.acts[l]), raw(s.plan) + s.tables[l].members, ly.in_positions(),
+                        ly.out_positions(), ly.window_size, ly.out_channels,
+                        kept_at(p, x, l, first, s), sized(s.acts[l + 1], out_size)});
                 continue;
             }
             const std::size_t in_rows = rows * ly.in_positions();
@@ -369,16 +386,17 @@ struct thrust {
             if (fuse && l + 1 < layers && p.layers[l + 1].kind == layer_kind::pool) {
                 const layer& pool = p.layers[l + 1];
                 const std::size_t pooled = rows * pool.out_positions() * pool.out_channels;
-                for_n(pooled,
-                      thrust_kernels::conv_pool_forward{
-                          conv_of(p, l, s), raw(s.plan) + s.tables[l + 1].members,
-                          pool.out_positions(), pool.window_size, sized(s.acts[l + 2], pooled)});
+                for_outputs(
+                    rows * pool.out_positions(), pool.out_channels,
+                    thrust_kernels::conv_pool_forward{
+                        conv_of(p, l, s), raw(s.plan) + s.tables[l + 1].members,
+                        pool.out_positions(), pool.window_size, sized(s.acts[l + 2], pooled)});
                 ++l;
                 continue;
             }
-            for_n(out_size,
-                  thrust_kernels::conv_forward{conv_of(p, l, s), kept_at(p, x, l, first, s),
-                                               sized(s.acts[l + 1], out_size)});
+            for_outputs(in_rows, ly.out_channels,
+                        thrust_kernels::conv_forward{conv_of(p, l, s), kept_at(p, x, l, first, s),
+                                                     sized(s.acts[l + 1], out_size)});
         }
     }
 
@@ -386,6 +404,7 @@ struct thrust {
                          const thrust_detail::parameter_layout& layout, bool with_leaves,
                          thrust_detail::device_state& s) {
         using thrust_detail::for_n;
+        using thrust_detail::for_outputs;
         using thrust_detail::raw;
         using thrust_detail::sized;
         const std::size_t rows = x.count;
@@ -407,14 +426,15 @@ struct thrust {
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
             float* dout = raw(d_out.current());
             if (const std::uint8_t* kept = kept_at(p, x, l, 0, s))
-                for_n(rows * ly.out_positions() * oc,
-                      thrust_kernels::zero_unkept{kept, ly.out_channels, dout});
+                for_outputs(rows * ly.out_positions(), ly.out_channels,
+                            thrust_kernels::zero_unkept{kept, ly.out_channels, dout});
             const std::size_t in_size = rows * ly.in_positions() * ic;
             float* din = sized(d_out.next(), in_size);
             if (ly.kind == layer_kind::pool) {
-                for_n(in_size, thrust_kernels::pool_backward{
-                                   dout, raw(s.plan) + s.tables[l].window_of, ly.in_positions(),
-                                   ly.out_positions(), ly.out_channels, din});
+                for_outputs(rows * ly.in_positions(), ly.in_channels,
+                            thrust_kernels::pool_backward{dout, raw(s.plan) + s.tables[l].window_of,
+                                                          ly.in_positions(), ly.out_positions(),
+                                                          ly.out_channels, din});
                 d_out.swap();
                 continue;
             }
@@ -424,11 +444,12 @@ struct thrust {
                                sized(s.scale, in_rows * oc), sized(s.exact, in_rows * oc),
                                sized(s.exact_count, in_rows)});
             if (l > 0 || with_leaves)  // the representation's gradient feeds the leaves only
-                for_n(in_size, thrust_kernels::conv_backward_input{
-                                   raw(s.acts[l]), raw(s.shifted[l]), raw(s.acts[l + 1]), dout,
-                                   raw(s.scale), raw(s.exact), raw(s.exact_count), raw(s.wt[l]),
-                                   raw(s.log_w[l]), raw(s.plan) + s.tables[l].set_of_position,
-                                   ly.in_positions(), ly.in_channels, ly.out_channels, din});
+                for_outputs(in_rows, ly.in_channels,
+                            thrust_kernels::conv_backward_input{
+                                raw(s.acts[l]), raw(s.shifted[l]), raw(s.acts[l + 1]), dout,
+                                raw(s.scale), raw(s.exact), raw(s.exact_count), raw(s.wt[l]),
+                                raw(s.log_w[l]), raw(s.plan) + s.tables[l].set_of_position,
+                                ly.in_positions(), ly.in_channels, ly.out_channels, din});
             if (!ly.fixed) {
                 constexpr std::size_t block = thrust_kernels::conv_backward_weights::block;
                 const std::size_t count = ly.weight_count();

@@ -462,10 +462,11 @@ struct conv_backward_input {
 // dtheta[g,a] = sum over rows r of the set of seed (p[r,g,a] - W[g,a]). Chunks are summed
 // afterwards in a fixed order, so results do not depend on the device's scheduling.
 struct conv_backward_weights {
-#if defined(__CUDACC__)
-    static constexpr int block = 16;  // accumulators in registers
+#if defined(__CUDACC__) || defined(TMM_THRUST_OUTPUT_TASKS)
+    static constexpr int outputs = 1, block = 16;  // accumulators in a GPU thread's registers
 #else
-    static constexpr int block = 64;  // four AVX-512 vectors per row
+    // 16 outputs share each row's loads; four AVX-512 vectors of inputs per row
+    static constexpr int outputs = 16, block = 64;
 #endif
     const float* in;
     const float* shifted;
@@ -481,38 +482,51 @@ struct conv_backward_weights {
     index images, chunk;
     float* partial;  // chunks x sets x O x I
 
+    static index tasks(index chunks, int sets, int out_channels, int in_channels) {
+        return chunks * index(sets) * ((index(out_channels) + outputs - 1) / outputs) *
+               ((index(in_channels) + block - 1) / block);
+    }
+
     TMM_THRUST_HD void operator()(index e) const {
         const index blocks = (index(in_channels) + block - 1) / block;
-        const index ab = e % blocks;
-        const index sg = (e / blocks) % (index(sets) * out_channels);
-        const index c = e / blocks / (index(sets) * out_channels);
-        const index set = sg / out_channels;
-        const int g = int(sg % out_channels);
-        const int a0 = int(ab * block);
+        const index tiles = (index(out_channels) + outputs - 1) / outputs;
+        const int a0 = int(e % blocks * block);
+        const int g0 = int(e / blocks % tiles * outputs);
+        const index set = e / blocks / tiles % index(sets);
+        const index c = e / blocks / tiles / index(sets);
         const int width = in_channels - a0 < block ? in_channels - a0 : block;
-        float fast[block], slow[block];
-        for (int k = 0; k < block; ++k) fast[k] = 0, slow[k] = 0;
-        float seeds = 0;
+        const int height = out_channels - g0 < outputs ? out_channels - g0 : outputs;
+        float fast[outputs][block], slow[outputs][block], seeds[outputs];
+        for (int t = 0; t < outputs; ++t) {
+            seeds[t] = 0;
+            for (int k = 0; k < block; ++k) fast[t][k] = 0, slow[t][k] = 0;
+        }
         const index first = c * chunk, last = first + chunk < images ? first + chunk : images;
-        const float* lw = log_w + sg * in_channels + a0;
         for (index b = first; b < last; ++b)
             for (int q = set_offsets[set]; q < set_offsets[set + 1]; ++q) {
                 const index r = b * positions + index(set_positions[q]);
-                const index o = r * out_channels + g;
-                const float seed = d_out[o];
-                if (seed == 0.0f || out[o] == minus_infinity()) continue;
-                seeds += seed;
                 const float* ein = shifted + r * in_channels + a0;
-                if (exact[o]) {
-                    const float* xin = in + r * in_channels + a0;
-                    for (int k = 0; k < width; ++k) slow[k] += seed * expf(lw[k] + xin[k] - out[o]);
-                } else {
-                    axpy(scale[o], ein, fast, width);
+                for (int t = 0; t < height; ++t) {
+                    const index o = r * out_channels + g0 + t;
+                    const float seed = d_out[o];
+                    if (seed == 0.0f || out[o] == minus_infinity()) continue;
+                    seeds[t] += seed;
+                    if (exact[o]) {
+                        const float* lw = log_w + (set * out_channels + g0 + t) * in_channels + a0;
+                        const float* xin = in + r * in_channels + a0;
+                        for (int k = 0; k < width; ++k)
+                            slow[t][k] += seed * expf(lw[k] + xin[k] - out[o]);
+                    } else {
+                        axpy(scale[o], ein, fast[t], width);
+                    }
                 }
             }
-        float* dst = partial + (c * sets * out_channels + sg) * in_channels + a0;
-        const float* wrow = w + sg * in_channels + a0;
-        for (int k = 0; k < width; ++k) dst[k] = wrow[k] * (fast[k] - seeds) + slow[k];
+        for (int t = 0; t < height; ++t) {
+            const index row = (set * out_channels + g0 + t) * in_channels + a0;
+            float* dst = partial + c * index(sets) * out_channels * in_channels + row;
+            for (int k = 0; k < width; ++k)
+                dst[k] = w[row + k] * (fast[t][k] - seeds[t]) + slow[t][k];
+        }
     }
 };
 

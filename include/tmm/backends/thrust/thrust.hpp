@@ -451,9 +451,9 @@ struct thrust {
                                 raw(s.log_w[l]), raw(s.plan) + s.tables[l].set_of_position,
                                 ly.in_positions(), ly.in_channels, ly.out_channels, din});
             if (!ly.fixed) {
-                constexpr std::size_t block = thrust_kernels::conv_backward_weights::block;
                 const std::size_t count = ly.weight_count();
-                const std::size_t tasks = chunks * ly.weight_sets * oc * ((ic + block - 1) / block);
+                const std::size_t tasks = thrust_kernels::conv_backward_weights::tasks(
+                    chunks, ly.weight_sets, ly.out_channels, ly.in_channels);
                 for_n(tasks, thrust_kernels::conv_backward_weights{
                                  raw(s.acts[l]), raw(s.shifted[l]), raw(s.acts[l + 1]), dout,
                                  raw(s.scale), raw(s.exact), raw(s.w[l]), raw(s.log_w[l]),

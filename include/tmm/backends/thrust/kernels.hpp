@@ -372,6 +372,81 @@ struct conv_pool_forward {
     }
 };
 
+#if !defined(__CUDACC__)
+// v[i] = log v[i] with xsimd: on a CPU the scalar logf would cost more than the GEMM.
+inline void log_in_place(float* v, int n) {
+    using batch = xsimd::batch<float>;
+    constexpr int lanes = int(batch::size);
+    int i = 0;
+    for (; i + lanes <= n; i += lanes)
+        xsimd::log(batch::load_unaligned(v + i)).store_unaligned(v + i);
+    for (; i < n; ++i) v[i] = logf(v[i]);
+}
+
+// conv_forward for a whole row r at once (CPU device systems): the sums of the row's
+// outputs, one vectorised log, then the exact path where a sum was below the threshold.
+struct conv_forward_rows {
+    conv_forward f;
+
+    void operator()(index r) const {
+        const conv_value& conv = f.conv;
+        const int oc = conv.out_channels;
+        float* o = f.out + r * oc;
+        if (f.kept && !f.kept[r]) {
+            for (int g = 0; g < oc; ++g) o[g] = 0.0f;
+            return;
+        }
+        for (int g = 0; g < oc; ++g) o[g] = conv.sum(r, g);
+        bool all_fast = true;
+        for (int g = 0; g < oc; ++g) all_fast &= o[g] >= conv.threshold;
+        if (all_fast) {
+            log_in_place(o, oc);
+            for (int g = 0; g < oc; ++g) o[g] += conv.top[r];
+            return;
+        }
+        for (int g = 0; g < oc; ++g)
+            o[g] = o[g] >= conv.threshold ? conv.top[r] + logf(o[g]) : conv.exact(r, g);
+    }
+};
+
+// conv_pool_forward for a whole row (image, window) at once (CPU device systems): the
+// products of each output's sums in the row, then one vectorised log.
+struct conv_pool_forward_rows {
+    conv_pool_forward f;
+
+    void operator()(index bw) const {
+        const conv_value& conv = f.conv;
+        const int oc = conv.out_channels;
+        const index w = bw % f.windows, b = bw / f.windows;
+        float* o = f.out + bw * oc;
+        constexpr int tile = 64;
+        float rest[tile];  // sum of the tops and of the logs taken so far, per output
+        for (int g0 = 0; g0 < oc; g0 += tile) {
+            const int n = oc - g0 < tile ? oc - g0 : tile;
+            for (int t = 0; t < n; ++t) o[g0 + t] = 1.0f, rest[t] = 0.0f;
+            for (int slot = 0; slot < f.window_size; ++slot) {
+                const int j = f.members[w * f.window_size + slot];
+                if (j < 0) continue;
+                const index r = b * conv.positions + j;
+                for (int t = 0; t < n; ++t) {
+                    const int g = g0 + t;
+                    const float s = conv.sum(r, g);
+                    if (s >= conv.threshold) {
+                        rest[t] += conv.top[r];
+                        o[g] *= s;
+                        if (o[g] < 0x1p-100f) rest[t] += logf(o[g]), o[g] = 1.0f;
+                    } else {
+                        rest[t] += conv.exact(r, g);
+                    }
+                }
+            }
+            log_in_place(o + g0, n);
+            for (int t = 0; t < n; ++t) o[g0 + t] = rest[t] + o[g0 + t];
+        }
+    }
+};
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Backward pass
 

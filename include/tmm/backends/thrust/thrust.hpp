@@ -386,17 +386,24 @@ struct thrust {
             if (fuse && l + 1 < layers && p.layers[l + 1].kind == layer_kind::pool) {
                 const layer& pool = p.layers[l + 1];
                 const std::size_t pooled = rows * pool.out_positions() * pool.out_channels;
-                for_outputs(
-                    rows * pool.out_positions(), pool.out_channels,
-                    thrust_kernels::conv_pool_forward{
-                        conv_of(p, l, s), raw(s.plan) + s.tables[l + 1].members,
-                        pool.out_positions(), pool.window_size, sized(s.acts[l + 2], pooled)});
+                const thrust_kernels::conv_pool_forward fused{
+                    conv_of(p, l, s), raw(s.plan) + s.tables[l + 1].members, pool.out_positions(),
+                    pool.window_size, sized(s.acts[l + 2], pooled)};
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA || defined(TMM_THRUST_OUTPUT_TASKS)
+                for_outputs(rows * pool.out_positions(), pool.out_channels, fused);
+#else
+                for_n(rows * pool.out_positions(), thrust_kernels::conv_pool_forward_rows{fused});
+#endif
                 ++l;
                 continue;
             }
-            for_outputs(in_rows, ly.out_channels,
-                        thrust_kernels::conv_forward{conv_of(p, l, s), kept_at(p, x, l, first, s),
-                                                     sized(s.acts[l + 1], out_size)});
+            const thrust_kernels::conv_forward conv{conv_of(p, l, s), kept_at(p, x, l, first, s),
+                                                    sized(s.acts[l + 1], out_size)};
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA || defined(TMM_THRUST_OUTPUT_TASKS)
+            for_outputs(in_rows, ly.out_channels, conv);
+#else
+            for_n(in_rows, thrust_kernels::conv_forward_rows{conv});
+#endif
         }
     }
 

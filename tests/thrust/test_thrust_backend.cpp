@@ -257,6 +257,37 @@ BOOST_AUTO_TEST_CASE(batches_larger_than_a_slice) {
                         p, theta64, tmm::observations<double>{count, values64, b.observed}));
 }
 
+// The device keeps the last call's parameters and tables: a change in one weight, or the
+// same parameters under another plan, must be seen. An empty batch gives empty outputs and
+// zero gradients.
+BOOST_AUTO_TEST_CASE(cached_parameters_follow_changes) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(16);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const batch b = make_batch(p, 7, 0.3, rng);
+    const tmm::observations<float> x{7, b.values, b.observed};
+    const auto before = under_test::log_likelihoods(p, theta, x);
+    BOOST_REQUIRE(theta.theta[4].size() > 3);  // the shared conv after two conv + pool levels
+    theta.theta[4][3] += 2.0f;
+    check_against_reference(p, theta, b, 7, rng);
+    BOOST_TEST(under_test::log_likelihoods(p, theta, x) != before);
+
+    tmm::parameters<float> g;
+    const auto none = under_test::gradients(
+        p, theta, tmm::observations<float>{0, std::span<const float>()},
+        [](std::span<const float> out, std::span<float> d) {
+            BOOST_TEST(out.empty());
+            BOOST_TEST(d.empty());
+        },
+        g);
+    BOOST_TEST(none.empty());
+    g.for_each_array([](const std::vector<float>& a) {
+        for (float v : a) BOOST_TEST(v == 0.0f);
+    });
+    BOOST_TEST(g.theta.size() == p.layers.size());
+}
+
 // Bad inputs are refused with the problem named, before anything reaches the device; a call
 // after a refused one still works (the device state is not left half-updated).
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {

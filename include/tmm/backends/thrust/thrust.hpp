@@ -166,7 +166,8 @@ struct thrust {
         forward(p, x, 0, x.count, /*training=*/true, s);
         std::vector<float> out(x.count * p.classes);
         const auto& last = s.acts.back();
-        ::thrust::copy(last.begin(), last.begin() + std::ptrdiff_t(out.size()), out.begin());
+        if (!out.empty())  // (an empty batch has nothing to copy, not even a first element)
+            ::thrust::copy(last.begin(), last.begin() + std::ptrdiff_t(out.size()), out.begin());
 
         std::vector<float> dout(out.size(), 0.0f);
         seed(std::span<const float>(out), std::span<float>(dout));

@@ -24,7 +24,8 @@ struct usage_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-enum class backend_kind { cpu, reference };
+// thrust: the thrust backend on thrust's TBB device system (CPU), when built with Thrust.
+enum class backend_kind { cpu, reference, thrust };
 enum class impute_kind { marginalize, mean, zero };
 
 struct train_command {

@@ -4,6 +4,9 @@
 
 #include <tmm/backends/cpu/cpu.hpp>
 #include <tmm/backends/reference/reference.hpp>
+#if defined(TMM_CLI_THRUST)
+#include <tmm/backends/thrust/thrust.hpp>
+#endif
 #include <tmm/data/sources.hpp>
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/atomic_file.hpp>
@@ -97,7 +100,15 @@ data::missing_spec parse_missing_option(const std::string& text) {
 }
 
 const char* backend_name(backend_kind backend) {
-    return backend == backend_kind::cpu ? "cpu" : "reference";
+    switch (backend) {
+        case backend_kind::cpu:
+            return "cpu";
+        case backend_kind::thrust:
+            return "thrust";
+        case backend_kind::reference:
+            break;
+    }
+    return "reference";
 }
 
 const char* impute_name(impute_kind impute) {
@@ -192,6 +203,10 @@ accuracy_result evaluate(const plan& p, const parameters<float>& params, backend
     if (labels.size() < inputs.count) throw std::logic_error("evaluate: fewer labels than images");
     if (backend == backend_kind::cpu)
         return evaluate_with<backends::cpu>(p, params, inputs, labels, batch);
+#if defined(TMM_CLI_THRUST)
+    if (backend == backend_kind::thrust)
+        return evaluate_with<backends::thrust>(p, params, inputs, labels, batch);
+#endif
     return evaluate_with<backends::reference>(p, params, inputs, labels, batch);
 }
 

@@ -25,8 +25,13 @@ namespace {
 
 using namespace tmm::cli;
 
-const std::map<std::string, backend_kind> backends = {{"cpu", backend_kind::cpu},
-                                                      {"reference", backend_kind::reference}};
+const std::map<std::string, backend_kind> backends = {
+    {"cpu", backend_kind::cpu},
+    {"reference", backend_kind::reference},
+#if defined(TMM_CLI_THRUST)
+    {"thrust", backend_kind::thrust},
+#endif
+};
 const std::map<std::string, impute_kind> imputations = {{"marginalize", impute_kind::marginalize},
                                                         {"mean", impute_kind::mean},
                                                         {"zero", impute_kind::zero}};
@@ -61,7 +66,11 @@ constexpr const char* data_help =
     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be "
     ".gz); images must be 28x28 single-channel";
 constexpr const char* backend_help =
-    "cpu (vectorised, multi-threaded) or reference (scalar, slow; for debugging)";
+    "cpu (vectorised, multi-threaded), "
+#if defined(TMM_CLI_THRUST)
+    "thrust (the thrust backend on thrust's TBB device system, i.e. on the CPU), "
+#endif
+    "or reference (scalar, slow; for debugging)";
 constexpr const char* missing_help =
     "which test pixels are missing: none; iid:P (each pixel independently with probability P); "
     "rects:N:W (N squares of side W, each inside the image, overlaps allowed); delete:N (N "

@@ -5,6 +5,9 @@
 
 #include <tmm/backends/cpu/cpu.hpp>
 #include <tmm/backends/reference/reference.hpp>
+#if defined(TMM_CLI_THRUST)
+#include <tmm/backends/thrust/thrust.hpp>
+#endif
 #include <tmm/io/model_file.hpp>
 #include <tmm/train/images.hpp>
 #include <tmm/train/train.hpp>
@@ -48,8 +51,11 @@ parameters<float> train_model(const plan& p, std::string_view architecture,
     parameters<float> params = zero_parameters<float>(p);
     const auto start = std::chrono::steady_clock::now();
     try {
-        if (settings.backend == backend_kind::cpu)
-            fit<backends::cpu>(p, params, images, options);
+        if (settings.backend == backend_kind::cpu) fit<backends::cpu>(p, params, images, options);
+#if defined(TMM_CLI_THRUST)
+        else if (settings.backend == backend_kind::thrust)
+            fit<backends::thrust>(p, params, images, options);
+#endif
         else
             fit<backends::reference>(p, params, images, options);
     } catch (...) {

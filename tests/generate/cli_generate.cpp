@@ -190,6 +190,15 @@ BOOST_AUTO_TEST_CASE(sample_writes_a_grid_and_the_seed_decides_it) {
         w.run(w.with_model("sample") + " --modes --count 2 --png " + w.file("e.png")).code == 0);
 }
 
+// Without --count, inpaint takes 1000 images or the whole test split when it is smaller.
+BOOST_AUTO_TEST_CASE(inpaint_count_defaults_to_a_small_test_split) {
+    auto& w = shared();
+    const auto r = w.run(w.with_model("inpaint") + " --data " + quote(w.data.string()) +
+                         " --missing iid:0.5 --mode mpe --json --png " + w.file("d.png"));
+    BOOST_TEST_REQUIRE(r.code == 0, r.err);
+    BOOST_TEST(nlohmann::json::parse(r.out).at("count").get<std::size_t>() == w.test.count);
+}
+
 BOOST_AUTO_TEST_CASE(inpaint_keeps_observed_pixels_and_reports_both_errors) {
     auto& w = shared();
     for (const std::string mode : {"mean", "mpe", "sample"}) {
@@ -286,6 +295,8 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_refused_with_a_reason) {
         {w.with_model("sample") + " --class 10" + png, 2, "--class 10"},
         {w.with_model("sample") + " --class -1" + png, 2, "--class -1"},
         {w.with_model("sample") + " --count 0" + png, 2, "--count"},
+        {w.with_model("sample") + " --count 1001" + png, 2, "--count 1001: at most 1000"},
+        {w.with_model("sample") + " --count 99999999999999" + png, 2, "at most 1000"},
         {w.with_model("sample") + " --seed -3" + png, 2, "--seed"},
         {w.with_model("sample") + " --png " + w.file("missing-dir/x.png"), 2, "does not exist"},
         {"sample --model " + w.file("nothing.tmm") + png, 1, "nothing.tmm"},

@@ -192,6 +192,23 @@ BOOST_AUTO_TEST_CASE(missing_file_and_directory_are_refused) {
     BOOST_TEST(contains(directory, "is a directory"));
 }
 
+// Opening a FIFO for reading would block until some writer appeared: it is refused first,
+// like a device, and a path through a regular file names its real problem.
+BOOST_AUTO_TEST_CASE(special_files_are_refused_without_being_opened) {
+    scratch_dir dir;
+    const fs::path fifo = dir.path / "fifo.tmm";
+    BOOST_TEST_REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    const auto from_fifo = refusal([&] { tmm::load_model(fifo); });
+    BOOST_TEST(contains(from_fifo, fifo.string()));
+    BOOST_TEST(contains(from_fifo, "is not a regular file (a FIFO"));
+    const auto from_device = refusal([&] { tmm::load_model("/dev/null"); });
+    BOOST_TEST(contains(from_device, "is not a regular file (a character device)"));
+    const fs::path file = dir.path / "plain";
+    { std::ofstream(file) << "x"; }
+    const auto through_file = refusal([&] { tmm::load_model(file / "model.tmm"); });
+    BOOST_TEST(contains(through_file, "Not a directory"));
+}
+
 BOOST_AUTO_TEST_CASE(every_truncation_is_refused) {
     small_file f;
     const fs::path cut = f.dir.path / "cut.tmm";

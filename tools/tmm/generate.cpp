@@ -40,7 +40,7 @@ struct sample_command {
 
 struct inpaint_command {
     std::string model, data, missing = "iid:0.5", png, mode = "mean";
-    std::size_t count = 1000, show = 10;
+    std::size_t count = 0, show = 10;  // count 0: 1000, or the whole test split if smaller
     std::uint64_t seed = 0;
     bool json = false;
     int scale = 3;
@@ -108,6 +108,11 @@ int run_sample(const sample_command& command) {
     if (command.label && (*command.label < 0 || *command.label >= p.classes))
         throw usage_error(
             fmt::format("--class {}: the model has classes 0..{}", *command.label, p.classes - 1));
+    // The grid holds every sample at once: a bound keeps the image (and its memory) sane.
+    constexpr std::size_t max_count = 1000;
+    if (command.count > max_count)
+        throw usage_error(fmt::format("--count {}: at most {} samples (per class) fit in one grid",
+                                      command.count, max_count));
     const auto start = std::chrono::steady_clock::now();
     // One row per class asked for; at most 10 samples a row, more rows when there are more.
     std::vector<int> labels;
@@ -115,8 +120,7 @@ int run_sample(const sample_command& command) {
         labels = {*command.label};
     else
         for (int y = 0; y < p.classes; ++y) labels.push_back(y);
-    const int per_row =
-        int(std::min<std::size_t>(command.count, command.label ? 10 : command.count));
+    const int per_row = int(std::min<std::size_t>(command.count, 10));
     const int rows_per_label = int((command.count + per_row - 1) / per_row);
     image_grid grid(int(labels.size()) * rows_per_label, per_row, p.height, p.width, command.scale);
     std::vector<double> grey(p.pixels());
@@ -143,7 +147,8 @@ int run_sample(const sample_command& command) {
 
 // ---- tmm inpaint --------------------------------------------------------------------------
 
-int run_inpaint(const inpaint_command& command) {
+int run_inpaint(const inpaint_command& given) {
+    inpaint_command command = given;
     check_scale(command.scale);
     const data::missing_spec spec = parse_missing_option(command.missing);
     check_data_name(command.data);
@@ -159,6 +164,7 @@ int run_inpaint(const inpaint_command& command) {
 
     const data::split split = load_data(command.data, p, model.architecture);
     const data::dataset& test = split.test;
+    if (command.count == 0) command.count = std::min<std::size_t>(1000, test.count);
     if (command.count > test.count)
         throw usage_error(fmt::format("--count {}: the test split of {} holds {} images",
                                       command.count, split.name, test.count));
@@ -306,7 +312,9 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
     class_option = sample_app->add_option(
         "--class", class_value,
         "draw from P(X | class); without it, one row of samples for every class");
-    sample_app->add_option("--count", sample_options.count, "samples (per class without --class)")
+    sample_app
+        ->add_option("--count", sample_options.count,
+                     "samples (per class without --class; at most 1000)")
         ->capture_default_str()
         ->check(positive);
     sample_app->add_option("--png", sample_options.png, "the PNG file to write")->required();
@@ -335,8 +343,8 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->capture_default_str();
     inpaint_app
         ->add_option("--count", inpaint_options.count,
-                     "test images completed and measured (the first N)")
-        ->capture_default_str()
+                     "test images completed and measured (the first N; default 1000, or the "
+                     "whole test split if it is smaller)")
         ->check(positive);
     inpaint_app->add_option("--show", inpaint_options.show, "images shown in the PNG")
         ->capture_default_str()

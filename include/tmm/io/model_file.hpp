@@ -568,12 +568,20 @@ inline void save_model(const std::filesystem::path& path, const plan& p,
 // Reads and checks a model file: magic, version, length, CRC, then every field. The plan
 // returned is the one stored in the file; use the overload below to insist on a given one.
 inline loaded_model load_model(const std::filesystem::path& path) {
-    std::error_code ec;
-    const auto status = std::filesystem::status(path, ec);
-    if (!std::filesystem::exists(status))
-        throw model_file_error(path, std::nullopt, "no such file");
-    if (std::filesystem::is_directory(status))
+    // Only a regular file is opened: opening a FIFO would block until a writer came.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        const int e = errno;
+        throw model_file_error(path, std::nullopt,
+                               e == ENOENT ? std::string("no such file")
+                                           : std::string("cannot open: ") + std::strerror(e));
+    }
+    if (S_ISDIR(st.st_mode))
         throw model_file_error(path, std::nullopt, "is a directory, expected a model file");
+    if (!S_ISREG(st.st_mode))
+        throw model_file_error(path, std::nullopt,
+                               std::string("is not a regular file (") +
+                                   io::detail::file_kind(st.st_mode) + "), expected a model file");
 
     std::ifstream in(path, std::ios::binary);
     if (!in)
@@ -609,6 +617,7 @@ inline loaded_model load_model(const std::filesystem::path& path) {
     const auto crc = std::uint32_t(read_le(12, 4));
     const std::uint64_t length = read_le(16, 8);
 
+    std::error_code ec;
     const std::uint64_t file_size = std::filesystem::file_size(path, ec);
     if (ec) throw model_file_error(path, std::nullopt, "cannot get the file size: " + ec.message());
     const std::uint64_t present = file_size - header.size();

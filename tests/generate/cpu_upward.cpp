@@ -10,6 +10,8 @@
 #include <tmm/generation.hpp>
 #include <tmm/tmm.hpp>
 
+#include "../common/backend_networks.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -19,35 +21,14 @@
 
 namespace {
 
+using namespace tmm_test;
+
 constexpr double minus_infinity = -std::numeric_limits<double>::infinity();
 
-// Mirror-image column pairs: a custom geometry written as a user would.
-struct mirror_columns {
-    template <int Rows, int Cols>
-    static constexpr auto windows() {
-        tmm::window_list<Rows, Cols / 2, 2> list;
-        for (int r = 0; r < Rows; ++r)
-            for (int c = 0; c < Cols / 2; ++c)
-                list.at(r, c) = {r * Cols + c, r * Cols + Cols - 1 - c};
-        return list;
-    }
-};
-
-constexpr auto small_ht =
-    tmm::input<6, 6> | tmm::representation<tmm::gaussians<5>, 2> | tmm::conv<4, tmm::tiled<2, 2>> |
-    tmm::product_pool<tmm::window<2, 2>, tmm::pad_missing> | tmm::conv<6> |
-    tmm::product_pool<tmm::window<2, 2>> | tmm::conv<3, tmm::shared> | tmm::classes<3>;
-constexpr auto mirror_ht = tmm::input<4, 8, 2> | tmm::representation<tmm::gaussians<3>, 2> |
-                           tmm::conv<5> | tmm::product_pool<mirror_columns> | tmm::conv<4> |
-                           tmm::product_pool<tmm::global> | tmm::classes<4>;
-constexpr auto small_cp = tmm::cp<tmm::input<8, 8> | tmm::pad<1>, tmm::gaussians<7>, 2, 9, 5>;
 // 37 output channels: a full 4-vector register block of the max-plus kernel plus a tail
 constexpr auto wide_ht = tmm::input<4, 4> | tmm::representation<tmm::gaussians<21>, 1> |
                          tmm::conv<70, tmm::shared> | tmm::product_pool<tmm::window<2, 2>> |
                          tmm::conv<37> | tmm::product_pool<tmm::global> | tmm::classes<3>;
-constexpr auto categorical_ht = tmm::input<4, 4> | tmm::representation<tmm::categorical<3, 4>, 1> |
-                                tmm::conv<3> | tmm::product_pool<tmm::window<2, 2>> | tmm::conv<5> |
-                                tmm::product_pool<tmm::window<2, 2>> | tmm::classes<2>;
 
 // Random parameters, conv logits with standard deviation `spread` (60, with precise leaves,
 // makes sums of the GEMM underflow, where the kernels take the exact logsumexp); with

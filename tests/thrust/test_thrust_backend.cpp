@@ -14,7 +14,9 @@
 #include <random>
 #include <string>
 #include <tmm/tmm.hpp>
+
 #include <vector>
+#include "../common/backend_networks.hpp"
 
 #if defined(TMM_TEST_CUDA)
 #include "thrust_cuda_entry.hpp"
@@ -28,61 +30,12 @@ static_assert(tmm::backend<under_test, float>);
 
 namespace {
 
-// Mirror-image column pairs: a custom geometry written as a user would.
-struct mirror_columns {
-    template <int Rows, int Cols>
-    static constexpr auto windows() {
-        tmm::window_list<Rows, Cols / 2, 2> list;
-        for (int r = 0; r < Rows; ++r)
-            for (int c = 0; c < Cols / 2; ++c)
-                list.at(r, c) = {r * Cols + c, r * Cols + Cols - 1 - c};
-        return list;
-    }
-};
+using namespace tmm_test;
 
-constexpr auto small_ht =
-    tmm::input<6, 6> | tmm::representation<tmm::gaussians<5>, 2> | tmm::conv<4, tmm::tiled<2, 2>> |
-    tmm::product_pool<tmm::window<2, 2>, tmm::pad_missing> | tmm::conv<6> |
-    tmm::product_pool<tmm::window<2, 2>> | tmm::conv<3, tmm::shared> | tmm::classes<3>;
-constexpr auto mirror_ht = tmm::input<4, 8, 2> | tmm::representation<tmm::gaussians<3>, 2> |
-                           tmm::conv<5> | tmm::product_pool<mirror_columns> | tmm::conv<4> |
-                           tmm::product_pool<tmm::global> | tmm::classes<4>;
-constexpr auto small_cp = tmm::cp<tmm::input<8, 8> | tmm::pad<1>, tmm::gaussians<7>, 2, 9, 5>;
-constexpr auto categorical_ht = tmm::input<4, 4> | tmm::representation<tmm::categorical<3, 4>, 1> |
-                                tmm::conv<3> | tmm::product_pool<tmm::window<2, 2>> | tmm::conv<5> |
-                                tmm::product_pool<tmm::window<2, 2>> | tmm::classes<2>;
 inline constexpr tmm::weights<2, 5> mixing{{0.2, 0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.6}};
 constexpr auto fixed_ht = tmm::input<4, 4> | tmm::representation<tmm::gaussians<5>, 2> |
                           tmm::fixed_conv<mixing> | tmm::product_pool<tmm::window<2, 2>> |
                           tmm::conv<3> | tmm::classes<3>;
-
-template <class T>
-void randomize(tmm::parameters<T>& theta, std::mt19937_64& rng) {
-    std::normal_distribution<double> n(0.0, 1.0);
-    for (auto& v : theta.mean) v = T(0.3 * n(rng));
-    for (auto& v : theta.log_precision) v = T(1.0 + n(rng));
-    for (auto& v : theta.logits) v = T(n(rng));
-    for (auto& t : theta.theta)
-        for (auto& v : t) v = T(n(rng));
-}
-
-struct batch {
-    std::vector<float> values;
-    std::vector<std::uint8_t> observed;
-};
-
-batch make_batch(const tmm::plan& p, std::size_t count, double missing, std::mt19937_64& rng) {
-    batch b;
-    std::normal_distribution<double> n(0.0, 0.3);
-    std::uniform_int_distribution<int> symbol(0, std::max(p.values, 1) - 1);
-    std::bernoulli_distribution drop(missing);
-    for (std::size_t i = 0; i < count * p.pixels(); ++i) {
-        b.values.push_back(p.leaves == tmm::leaf_kind::categorical ? float(symbol(rng))
-                                                                   : float(n(rng)));
-        b.observed.push_back(!drop(rng));
-    }
-    return b;
-}
 
 // 1e-4 relative; near 0 (little observed) 1e-4 absolute; -inf (probability zero) exactly.
 void compare_outputs(const std::vector<float>& fast, const std::vector<double>& exact) {

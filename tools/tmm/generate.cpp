@@ -23,6 +23,7 @@
 
 #include "cli.hpp"
 #include "png.hpp"
+#include "validators.hpp"
 
 namespace tmm::cli {
 
@@ -276,32 +277,6 @@ int run_visualise(const visualise_command& command) {
     return 0;
 }
 
-const CLI::Validator positive(
-    [](std::string& text) -> std::string {
-        std::size_t used = 0;
-        long long value = 0;
-        try {
-            value = std::stoll(text, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used != text.size() || value < 1)
-            return "must be a whole number >= 1, got \"" + text + "\"";
-        return {};
-    },
-    "INTEGER>=1");
-
-// Seeds: a whole number in [0, 2^64) (CLI11 alone would wrap "-1" around).
-const CLI::Validator seed_number(
-    [](std::string& text) -> std::string {
-        std::uint64_t value = 0;
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (ec != std::errc() || end != text.data() + text.size())
-            return "must be a whole number in [0, 2^64), got \"" + text + "\"";
-        return {};
-    },
-    "UINT64");
-
 }  // namespace
 
 std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
@@ -316,11 +291,11 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->add_option("--count", sample_options.count,
                      "samples (per class without --class; at most 1000)")
         ->capture_default_str()
-        ->check(positive);
+        ->check(positive_integer);
     sample_app->add_option("--png", sample_options.png, "the PNG file to write")->required();
     sample_app->add_option("--seed", sample_options.seed, "seed of the draws")
         ->capture_default_str()
-        ->check(seed_number);
+        ->check(seed_value);
     sample_app->add_option("--scale", sample_options.scale, "screen pixels per image pixel")
         ->capture_default_str();
     sample_app->add_flag("--modes", sample_options.modes,
@@ -345,10 +320,10 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->add_option("--count", inpaint_options.count,
                      "test images completed and measured (the first N; default 1000, or the "
                      "whole test split if it is smaller)")
-        ->check(positive);
+        ->check(positive_integer);
     inpaint_app->add_option("--show", inpaint_options.show, "images shown in the PNG")
         ->capture_default_str()
-        ->check(positive);
+        ->check(positive_integer);
     inpaint_app->add_option("--png", inpaint_options.png, "the PNG file to write")->required();
     inpaint_app
         ->add_option("--mode", inpaint_options.mode,
@@ -358,7 +333,7 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
         ->check(CLI::IsMember({"mean", "mpe", "sample"}));
     inpaint_app->add_option("--seed", inpaint_options.seed, "seed of the masks and the draws")
         ->capture_default_str()
-        ->check(seed_number);
+        ->check(seed_value);
     inpaint_app->add_flag("--json", inpaint_options.json,
                           "print one JSON object: mse and mse_mean_imputation on the missing "
                           "pixels (pixel scale 0..255), count, ...");
@@ -379,7 +354,7 @@ std::vector<CLI::App*> add_generation_commands(CLI::App& app) {
     visualise_app
         ->add_option("--channels", visualise_options.channels, "channels drawn (the first N)")
         ->capture_default_str()
-        ->check(positive);
+        ->check(positive_integer);
     visualise_app->add_option("--scale", visualise_options.scale, "screen pixels per image pixel")
         ->capture_default_str();
     for (auto [sub, backend] : {std::pair{sample_app, &sample_options.backend},

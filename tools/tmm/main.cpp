@@ -3,6 +3,7 @@
 // (unreadable or malformed files, training errors), 2 a bad command line.
 #include "cli.hpp"
 #include "generate.hpp"
+#include "validators.hpp"
 
 #include <tbb/global_control.h>
 
@@ -37,28 +38,6 @@ const std::map<std::string, impute_kind> imputations = {{"marginalize", impute_k
                                                         {"zero", impute_kind::zero}};
 const std::vector<std::string> subcommands = {"train",  "eval",    "experiment",
                                               "sample", "inpaint", "visualise"};
-
-// Counts and sizes: a whole number >= 1, with a message that says so.
-const CLI::Validator positive_integer(
-    [](std::string& text) -> std::string {
-        std::uint64_t value = 0;
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (ec != std::errc() || end != text.data() + text.size() || value == 0)
-            return "must be a whole number >= 1, got \"" + text + "\"";
-        return {};
-    },
-    "INTEGER>=1");
-
-// Seeds: a whole number in [0, 2^64); CLI11 alone would wrap "-1" around to 2^64 - 1.
-const CLI::Validator seed_value(
-    [](std::string& text) -> std::string {
-        std::uint64_t value = 0;
-        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (ec != std::errc() || end != text.data() + text.size())
-            return "must be a whole number in [0, 2^64), got \"" + text + "\"";
-        return {};
-    },
-    "UINT64");
 
 constexpr const char* data_help =
     "fashion-mnist (Debian's dataset-fashion-mnist package), mnist (made by "

@@ -23,6 +23,27 @@ concept backend = requires(const plan& p, const parameters<T>& theta, const obse
     { B::log_likelihoods(p, theta, x) } -> std::same_as<std::vector<T>>;
 };
 
+// A backend that can also prepare the parameters once (normalise, check, pack) for many
+// inference calls with them: cpu::prepare_inference.
+template <class B, class T>
+concept prepares_inference = backend<B, T> &&
+    requires(const plan& p, const parameters<T>& theta, const observations<T>& x) {
+    { B::log_likelihoods(B::prepare_inference(p, theta), x) } -> std::same_as<std::vector<T>>;
+};
+
+// f(score), where score(x) is Backend's log_likelihoods(p, theta, x); the parameters are
+// prepared once for all of f's calls where the backend can (prepares_inference).
+template <class Backend, class T, class F>
+requires backend<Backend, T>
+decltype(auto) with_inference(const plan& p, const parameters<T>& theta, F&& f) {
+    if constexpr (prepares_inference<Backend, T>) {
+        const auto net = Backend::prepare_inference(p, theta);
+        return f([&](const observations<T>& x) { return Backend::log_likelihoods(net, x); });
+    } else {
+        return f([&](const observations<T>& x) { return Backend::log_likelihoods(p, theta, x); });
+    }
+}
+
 template <class Net, class T = float>
 requires complete_network<Net>
 class model {
@@ -97,26 +118,29 @@ requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
     const std::size_t pixels = p.pixels();
     std::vector<T> values(x.values.size()), total(x.count * p.classes, T(0));
     std::vector<std::uint8_t> observed(x.values.size());
-    for (int dy = -radius; dy <= radius; ++dy)
-        for (int dx = -radius; dx <= radius; ++dx) {
-            for (std::size_t b = 0; b < x.count; ++b)
-                for (int r = 0; r < p.height; ++r)
-                    for (int c = 0; c < p.width; ++c)
-                        for (int ch = 0; ch < p.image_channels; ++ch) {
-                            const std::size_t to =
-                                b * pixels + (std::size_t(r) * p.width + c) * p.image_channels + ch;
-                            const int sr = r - dy, sc = c - dx;
-                            const bool inside = sr >= 0 && sr < p.height && sc >= 0 && sc < p.width;
-                            const std::size_t from =
-                                b * pixels + (std::size_t(sr) * p.width + sc) * p.image_channels +
-                                ch;
-                            values[to] = inside ? x.values[from] : T(0);
-                            observed[to] = inside && x.is_observed(from);
-                        }
-            const auto out =
-                Backend::log_likelihoods(p, theta, observations<T>{x.count, values, observed});
-            for (std::size_t i = 0; i < total.size(); ++i) total[i] += out[i];
-        }
+    with_inference<Backend>(p, theta, [&](const auto& score) {
+        for (int dy = -radius; dy <= radius; ++dy)
+            for (int dx = -radius; dx <= radius; ++dx) {
+                for (std::size_t b = 0; b < x.count; ++b)
+                    for (int r = 0; r < p.height; ++r)
+                        for (int c = 0; c < p.width; ++c)
+                            for (int ch = 0; ch < p.image_channels; ++ch) {
+                                const std::size_t to =
+                                    b * pixels + (std::size_t(r) * p.width + c) * p.image_channels +
+                                    ch;
+                                const int sr = r - dy, sc = c - dx;
+                                const bool inside =
+                                    sr >= 0 && sr < p.height && sc >= 0 && sc < p.width;
+                                const std::size_t from =
+                                    b * pixels +
+                                    (std::size_t(sr) * p.width + sc) * p.image_channels + ch;
+                                values[to] = inside ? x.values[from] : T(0);
+                                observed[to] = inside && x.is_observed(from);
+                            }
+                const auto out = score(observations<T>{x.count, values, observed});
+                for (std::size_t i = 0; i < total.size(); ++i) total[i] += out[i];
+            }
+    });
     return total;
 }
 

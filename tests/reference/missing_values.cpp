@@ -204,6 +204,34 @@ BOOST_AUTO_TEST_CASE(observed_infinity_is_refused) {
     }
 }
 
+// Wherever the infinity sits in a batch of many images (the check runs in chunks of values
+// and a tail), validate() finds it and names the right image and value; the same batch with
+// that slot marked missing passes.
+BOOST_AUTO_TEST_CASE(observed_infinity_is_found_anywhere) {
+    const tmm::plan p = tmm::make_plan(gaussian_net);
+    const std::size_t count = 13, pixels = std::size_t(p.pixels());
+    for (const float bad :
+         {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
+        for (std::size_t at = 0; at < count * pixels; ++at) {
+            std::vector<float> values(count * pixels, 0.25f);
+            std::vector<std::uint8_t> observed(values.size(), 1);
+            values[at] = bad;
+            const tmm::observations<float> x(count, values, observed);
+            std::string message;
+            try {
+                tmm::validate(p, x);
+            } catch (const tmm::input_error& error) {
+                message = error.what();
+            }
+            const std::string expected = "image " + std::to_string(at / pixels) + ", value " +
+                                         std::to_string(at % pixels) + ";";
+            BOOST_TEST(message.find(expected) != std::string::npos, at << ": " << message);
+            observed[at] = 0;
+            BOOST_CHECK_NO_THROW(
+                tmm::validate(p, tmm::observations<float>(count, values, observed)));
+        }
+}
+
 // A mask of the wrong size, a batch of the wrong size, and categorical values that are not
 // symbols are refused.
 BOOST_AUTO_TEST_CASE(malformed_batches_are_refused) {

@@ -178,20 +178,22 @@ accuracy_result evaluate_with(const plan& p, const parameters<float>& params,
                               std::size_t batch) {
     const std::size_t pixels = std::size_t(p.pixels());
     accuracy_result result;
-    for (std::size_t first = 0; first < inputs.count; first += batch) {
-        const std::size_t n = std::min(batch, inputs.count - first);
-        observations<float> x;
-        x.count = n;
-        x.values = std::span<const float>(inputs.values).subspan(first * pixels, n * pixels);
-        if (!inputs.observed.empty())
-            x.observed =
-                std::span<const std::uint8_t>(inputs.observed).subspan(first * pixels, n * pixels);
-        const std::vector<float> scores = Backend::log_likelihoods(p, params, x);
-        const std::vector<int> predicted =
-            predict<float>(scores, std::span<const float>(params.log_prior));
-        for (std::size_t b = 0; b < n; ++b) result.correct += predicted[b] == labels[first + b];
-        result.count += n;
-    }
+    with_inference<Backend>(p, params, [&](const auto& score) {
+        for (std::size_t first = 0; first < inputs.count; first += batch) {
+            const std::size_t n = std::min(batch, inputs.count - first);
+            observations<float> x;
+            x.count = n;
+            x.values = std::span<const float>(inputs.values).subspan(first * pixels, n * pixels);
+            if (!inputs.observed.empty())
+                x.observed = std::span<const std::uint8_t>(inputs.observed)
+                                 .subspan(first * pixels, n * pixels);
+            const std::vector<float> scores = score(x);
+            const std::vector<int> predicted =
+                predict<float>(scores, std::span<const float>(params.log_prior));
+            for (std::size_t b = 0; b < n; ++b) result.correct += predicted[b] == labels[first + b];
+            result.count += n;
+        }
+    });
     return result;
 }
 

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <vector>
@@ -40,23 +41,25 @@ struct cpu {
     // reduction happens in the same order whatever the machine.
     static constexpr std::size_t inference_tile = 64;
 
+    // log P(X | y), count x K, every missing value marginalised. The weights are normalised,
+    // checked and packed on each call; prepare_inference() does that once for many calls.
     static std::vector<float> log_likelihoods(const plan& p, const parameters<float>& theta,
                                               const observations<float>& x) {
         validate(p, x);
         thread_local reusable<prepared> storage;
         const claim<prepared> mine(storage);
-        const prepared& prep = prepare(p, theta, false, mine.get());
-        std::vector<float> out(x.count * p.classes);
-        const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
-        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
-            const std::size_t first = t * inference_tile;
-            const std::size_t rows = std::min(inference_tile, x.count - first);
-            thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
-            forward(p, prep, x, first, rows, ws, false, false);
-            copy_outputs(p, ws, first, rows, out);
-        });
-        return out;
+        return infer(p, prepare(p, theta, false, mine.get()), x);
     }
+
+    // A network's parameters prepared for inference (normalised, checked, packed), with a copy
+    // of its plan: for many inference calls with the same parameters (an evaluation over many
+    // batches, the shifted copies of shift-averaged prediction), which then skip that work.
+    // It holds no reference to the parameters: changing them afterwards changes nothing here.
+    class prepared_network;
+    static prepared_network prepare_inference(const plan& p, const parameters<float>& theta);
+    // The same as log_likelihoods(net.structure(), theta, x) for the theta net was made from.
+    static std::vector<float> log_likelihoods(const prepared_network& net,
+                                              const observations<float>& x);
 
     // Training evaluates the whole batch layer by layer: a task computes one position (forward)
     // or one weight set (backward) for every image, so each gradient is accumulated by one
@@ -254,6 +257,14 @@ struct cpu {
         std::vector<float> precision;                                       // Gaussian: M x s
         bool valid = true;  // false: a conv logit that validate() refuses (nothing else is set)
         cpu_kernels::leaf_tables tables;  // pointing into the arrays above
+        // Per position of the grid: 1 where the first layer is a learned conv and every pixel
+        // of the patch is padding. The representation there is log 1 = 0 in every channel for
+        // every image, so the conv's output is log sum_i W[o,i] = log 1 = 0 (rows of W on the
+        // simplex): forward passes skip that work.
+        std::vector<std::uint8_t> padded;
+        bool is_padded(std::size_t position) const {
+            return !padded.empty() && padded[position] != 0;
+        }
 
         // Fills everything for p and theta, reusing the storage of an earlier call (a training
         // run prepares the same shapes every step: no allocation, no fresh pages to fault in).
@@ -302,6 +313,13 @@ struct cpu {
                         cpu_kernels::mex_pack_backward_weights(
                             in, o, linear, w.packed_backward.data() + set * w.backward_size);
                 });
+            }
+            padded.clear();
+            if (p.layers[0].kind == layer_kind::conv && !p.layers[0].fixed) {
+                padded.assign(std::size_t(p.positions()), 1);
+                for (int j = 0; j < p.positions(); ++j)
+                    for (int k = 0; k < p.patch_size(); ++k)
+                        if (p.pixel_of(j, k) >= 0) padded[std::size_t(j)] = 0;
             }
             tables.components = p.components;
             tables.coordinates = p.patch_size();
@@ -363,6 +381,21 @@ struct cpu {
         std::vector<std::vector<float>> acts;
         std::vector<float> d_out, d_in;  // gradients flowing down, one layer at a time
     };
+
+    // Inference of a validated batch, tile by tile, with prepared weights.
+    static std::vector<float> infer(const plan& p, const prepared& prep,
+                                    const observations<float>& x) {
+        std::vector<float> out(x.count * p.classes);
+        const std::size_t tiles = (x.count + inference_tile - 1) / inference_tile;
+        tbb::parallel_for(std::size_t(0), tiles, [&](std::size_t t) {
+            const std::size_t first = t * inference_tile;
+            const std::size_t rows = std::min(inference_tile, x.count - first);
+            thread_local workspace ws;  // each worker keeps its buffers between tiles and calls
+            forward(p, prep, x, first, rows, ws, false, false);
+            copy_outputs(p, ws, first, rows, out);
+        });
+        return out;
+    }
 
     static void copy_outputs(const plan& p, const workspace& ws, std::size_t first,
                              std::size_t rows, std::vector<float>& out) {
@@ -488,6 +521,8 @@ struct cpu {
                     for (int slot = 0; slot < pool.window_size; ++slot) {
                         const int j = pool.members[window * pool.window_size + slot];
                         if (j < 0) continue;
+                        // a patch of padding only adds log 1 = 0 (see prepared::padded)
+                        if (l == 0 && prep.is_padded(std::size_t(j))) continue;
                         const std::size_t set = ly.set_of_position[j];
                         const float* source = in.data() + j * rows * ic;
                         if (l == 0 && fused_representation) {
@@ -665,6 +700,37 @@ struct cpu {
             }
     }
 };
+
+class cpu::prepared_network {
+  public:
+    prepared_network(prepared_network&&) = default;
+    prepared_network& operator=(prepared_network&&) = default;
+    // Not copyable: the prepared leaf tables point into the object's own arrays.
+    prepared_network(const prepared_network&) = delete;
+    prepared_network& operator=(const prepared_network&) = delete;
+
+    const plan& structure() const { return plan_; }
+
+  private:
+    friend struct cpu;
+    prepared_network() = default;
+    plan plan_;
+    prepared weights_;
+};
+
+inline cpu::prepared_network cpu::prepare_inference(const plan& p, const parameters<float>& theta) {
+    validate(p, observations<float>{});  // the plan itself (an empty batch has nothing else)
+    prepared_network net;
+    net.plan_ = p;
+    prepare(p, theta, false, net.weights_);
+    return net;
+}
+
+inline std::vector<float> cpu::log_likelihoods(const prepared_network& net,
+                                               const observations<float>& x) {
+    validate(net.plan_, x);
+    return infer(net.plan_, net.weights_, x);
+}
 
 }  // namespace tmm::backends
 

@@ -18,8 +18,13 @@ namespace {
 
 using namespace tmm_test;
 
+// With `marginalised` a layer index, each position of that layer's output is also
+// marginalised with probability 1 - keep, image by image (training's random marginalisation).
+constexpr std::size_t no_layer = std::size_t(-1);
+
 template <class Net>
-void check_agreement(Net net, std::size_t count, double missing, std::uint64_t seed) {
+void check_agreement(Net net, std::size_t count, double missing, std::uint64_t seed,
+                     std::size_t marginalised = no_layer, double keep = 0.5) {
     const tmm::plan p = tmm::make_plan(net);
     std::mt19937_64 rng(seed);
     auto theta = tmm::zero_parameters<float>(p);
@@ -28,8 +33,16 @@ void check_agreement(Net net, std::size_t count, double missing, std::uint64_t s
     const batch b = make_batch(p, count, missing, rng);
     const std::vector<double> values64(b.values.begin(), b.values.end());
 
-    const tmm::observations<float> x{count, b.values, b.observed};
-    const tmm::observations<double> x64{count, values64, b.observed};
+    tmm::observations<float> x{count, b.values, b.observed};
+    tmm::observations<double> x64{count, values64, b.observed};
+    std::vector<std::uint8_t> kept;
+    if (marginalised != no_layer) {
+        std::bernoulli_distribution kept_here(keep);
+        kept.resize(count * std::size_t(p.layers[marginalised].out_positions()));
+        for (auto& k : kept) k = kept_here(rng);
+        x.kept_positions = x64.kept_positions = kept;
+        x.marginalized_layer = x64.marginalized_layer = marginalised;
+    }
     const auto fast = tmm::backends::cpu::log_likelihoods(p, theta, x);
     const auto exact = tmm::backends::reference::log_likelihoods(p, theta64, x64);
     BOOST_REQUIRE_EQUAL(fast.size(), exact.size());
@@ -98,6 +111,28 @@ BOOST_AUTO_TEST_CASE(nothing_observed) {
     check_agreement(small_ht, 5, 1.0, 6);
 }
 
+// Training's random marginalisation of inner positions, where the CPU backend skips the images
+// whose values are not needed or exactly 0 (cpu::active_rows): below the marginalised layer,
+// on top of it, and at patches with every pixel missing; outputs and every gradient (leaves
+// included) against the reference, for a marginalised pooling output (fused conv below it),
+// a marginalised conv output (not fused), and the published model's 8x8 level.
+BOOST_AUTO_TEST_CASE(marginalised_positions_pooling_output) {
+    check_agreement(small_ht, 70, 0.3, 13, 1, 0.5);
+    check_agreement(small_ht, 40, 0.6, 14, 1, 0.1);
+    check_agreement(small_ht, 40, 0.3, 15, 1, 0.95);
+    check_agreement(mirror_ht, 33, 0.5, 16, 1, 0.5);
+}
+BOOST_AUTO_TEST_CASE(marginalised_positions_conv_output) {
+    check_agreement(small_ht, 70, 0.3, 17, 0, 0.5);
+    check_agreement(small_ht, 50, 0.3, 18, 2, 0.5);
+    check_agreement(small_cp, 40, 0.5, 19, 0, 0.5);
+    check_agreement(categorical_ht, 65, 0.4, 20, 0, 0.5);
+}
+BOOST_AUTO_TEST_CASE(marginalised_positions_published_model) {
+    check_agreement(tmm::published_ht, 9, 0.5, 21, 1, 0.5);
+    check_agreement(tmm::published_ht, 7, 0.9, 22, 1, 0.3);
+}
+
 // Results must not depend on the number of threads: the tiles and the order of every
 // reduction are fixed.
 BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
@@ -106,7 +141,12 @@ BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
     auto theta = tmm::zero_parameters<float>(p);
     randomize(theta, rng);
     const batch b = make_batch(p, 150, 0.3, rng);
-    const tmm::observations<float> x{150, b.values, b.observed};
+    tmm::observations<float> x{150, b.values, b.observed};
+    // with training's marginalisation of the first pooling's output (images skipped per task)
+    std::vector<std::uint8_t> kept(150 * std::size_t(p.layers[1].out_positions()));
+    for (std::size_t i = 0; i < kept.size(); ++i) kept[i] = (i * 7919 % 13) < 7;
+    x.marginalized_layer = 1;
+    x.kept_positions = kept;
     auto run = [&](int threads) {
         tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
         tmm::parameters<float> g;

@@ -380,7 +380,107 @@ struct cpu {
     struct workspace {
         std::vector<std::vector<float>> acts;
         std::vector<float> d_out, d_in;  // gradients flowing down, one layer at a time
+        // Training only (see active_rows): per layer, whether its conv skips images; per layer
+        // and position, the images it computes; per layer up to the marginalised one, the
+        // position of the marginalised layer above each of its positions.
+        std::vector<std::uint8_t> compacted;
+        std::vector<std::vector<std::vector<std::uint32_t>>> active;
+        std::vector<std::vector<int>> ancestor;
+        // Where a layer skips images, blocks hold only the active images' rows, in order: the
+        // representation (acts[0]), a compact copy of a layer's input (compact_in[l], l > 0),
+        // and the conv outputs (acts[l + 1]) when only the backward pass reads them.
+        std::vector<std::uint8_t> compact_outputs;
+        std::vector<std::vector<float>> compact_in;
     };
+
+    // to[i] += from[i] and to[i] = from[i] for i < n, vectorised (n is not known at compile
+    // time, which leaves a plain loop scalar at -O2).
+    static void add_floats(float* to, const float* from, std::size_t n) {
+        using batch = xsimd::batch<float>;
+        std::size_t i = 0;
+        for (; i + batch::size <= n; i += batch::size)
+            (batch::load_unaligned(to + i) + batch::load_unaligned(from + i))
+                .store_unaligned(to + i);
+        for (; i < n; ++i) to[i] += from[i];
+    }
+    static void copy_floats(float* to, const float* from, std::size_t n) {
+        using batch = xsimd::batch<float>;
+        std::size_t i = 0;
+        for (; i + batch::size <= n; i += batch::size)
+            batch::load_unaligned(from + i).store_unaligned(to + i);
+        for (; i < n; ++i) to[i] = from[i];
+    }
+
+    // Whether training can skip some images' values at conv layer l, because they are exactly
+    // log 1 = 0 or never read (active_rows says which). Learned weights (rows on the simplex)
+    // are needed where the skipped value must be 0.
+    static bool skips_rows(const plan& p, const observations<float>& x, std::size_t l) {
+        const layer& ly = p.layers[l];
+        if (ly.kind != layer_kind::conv) return false;
+        const bool marginalised = !x.kept_positions.empty();
+        const std::size_t m = x.marginalized_layer;
+        return (marginalised && l <= m) || (!ly.fixed && ((marginalised && l == m + 1) || l == 0));
+    }
+
+    // ancestor[l][j]: the position of the marginalised layer m's output that position j of
+    // layer l's output lies under (-1: none), for l <= m.
+    static void ancestors(const plan& p, std::size_t m, std::vector<std::vector<int>>& ancestor) {
+        ancestor.resize(m + 1);
+        ancestor[m].resize(std::size_t(p.layers[m].out_positions()));
+        for (std::size_t j = 0; j < ancestor[m].size(); ++j) ancestor[m][j] = int(j);
+        for (std::size_t k = m; k > 0; --k) {
+            const layer& ly = p.layers[k];
+            std::vector<int>& below = ancestor[k - 1];
+            below.assign(std::size_t(ly.in_positions()), -1);
+            if (ly.kind == layer_kind::conv)
+                below = ancestor[k];
+            else
+                ly.for_each_member([&](int window, int j) { below[j] = ancestor[k][window]; });
+        }
+    }
+
+    // The images (of the whole batch, in order) whose value at position j of conv layer l
+    // training must compute. The others are skipped, exactly:
+    // - below a marginalised position (l <= m): the value is replaced by log 1 = 0 at layer m
+    //   and gets no gradient, so it is never read;
+    // - on top of one (l = m + 1, the input there is 0 in every channel), and in the first
+    //   conv where every pixel of the patch is missing (the representation is 0 in every
+    //   channel): the value is log sum_i W[o,i] = log 1 = 0, and its share of the weight
+    //   gradient, dout (W exp(0 - 0) - W), is 0. (The gradient it would pass down is zeroed at
+    //   layer m, or reaches leaves whose pixels are all missing, which take none.)
+    static void active_rows(const plan& p, const observations<float>& x, const workspace& ws,
+                            std::size_t l, int j, std::size_t rows,
+                            std::vector<std::uint32_t>& list) {
+        const layer& ly = p.layers[l];
+        const bool marginalised = !x.kept_positions.empty();
+        const std::size_t m = x.marginalized_layer;
+        const std::size_t positions = marginalised ? p.layers[m].out_positions() : 0;
+        const int above = marginalised && l <= m ? ws.ancestor[l][std::size_t(j)] : -1;
+        const bool on_marginalised = marginalised && !ly.fixed && l == m + 1;
+        const bool first_conv = l == 0 && !ly.fixed;
+        thread_local std::vector<int> pixels;
+        pixels.clear();
+        if (first_conv)
+            for (int k = 0; k < p.patch_size(); ++k)
+                if (const int pixel = p.pixel_of(j, k); pixel >= 0) pixels.push_back(pixel);
+        list.clear();
+        for (std::size_t b = 0; b < rows; ++b) {
+            if (above >= 0 && !x.position_kept(m, b, positions, std::size_t(above))) continue;
+            if (on_marginalised && !x.position_kept(m, b, positions, std::size_t(j))) continue;
+            if (first_conv && std::none_of(pixels.begin(), pixels.end(), [&](int pixel) {
+                    return x.is_observed(b * std::size_t(p.pixels()) + std::size_t(pixel));
+                }))
+                continue;
+            list.push_back(std::uint32_t(b));
+        }
+    }
+
+    // Copies rows list[i] of the blocks src (rows of `width` floats) to dst, one after another.
+    static void gather_rows(const float* src, std::span<const std::uint32_t> list,
+                            std::size_t width, float* dst) {
+        for (std::size_t i = 0; i < list.size(); ++i)
+            copy_floats(dst + i * width, src + std::size_t(list[i]) * width, width);
+    }
 
     // Inference of a validated batch, tile by tile, with prepared weights.
     static std::vector<float> infer(const plan& p, const prepared& prep,
@@ -410,7 +510,10 @@ struct cpu {
         const std::size_t m = p.components;
         rep.resize(std::size_t(p.positions()) * rows * m);
         for_each_index(parallel, p.positions(), [&](std::size_t i) {
-            representation_at(p, prep, x, first, rows, i, rep.data() + i * rows * m);
+            if (prep.is_padded(i))  // every coordinate missing: log 1 = 0
+                std::fill_n(rep.data() + i * rows * m, rows * m, 0.0f);
+            else
+                representation_at(p, prep, x, first, rows, i, rep.data() + i * rows * m);
         });
     }
 
@@ -454,7 +557,29 @@ struct cpu {
         ws.acts.resize(p.layers.size() + 1);
         const bool fused_representation =
             !keep_conv_outputs && p.layers[0].kind == layer_kind::conv;
-        if (!fused_representation) representation(p, prep, x, first, rows, ws.acts[0], parallel);
+        // training skips the images whose conv values are not needed (active_rows)
+        ws.compacted.assign(p.layers.size(), 0);
+        ws.compact_outputs.assign(p.layers.size(), 0);
+        ws.active.resize(p.layers.size());
+        ws.compact_in.resize(p.layers.size());
+        if (keep_conv_outputs) {
+            for (std::size_t l = 0; l < p.layers.size(); ++l)
+                if (skips_rows(p, x, l)) {
+                    const layer& ly = p.layers[l];
+                    ws.compacted[l] = 1;
+                    ws.active[l].resize(std::size_t(ly.in_positions()));
+                    if (l > 0)
+                        ws.compact_in[l].resize(std::size_t(ly.in_positions()) * rows *
+                                                std::size_t(ly.in_channels));
+                }
+            if (!x.kept_positions.empty()) ancestors(p, x.marginalized_layer, ws.ancestor);
+        }
+        // a first conv that skips images computes the representation of the active ones itself
+        const bool compact_representation = keep_conv_outputs && ws.compacted[0];
+        if (compact_representation)
+            ws.acts[0].resize(std::size_t(p.positions()) * rows * std::size_t(p.components));
+        if (!fused_representation && !compact_representation)
+            representation(p, prep, x, first, rows, ws.acts[0], parallel);
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -469,8 +594,7 @@ struct cpu {
                     for (int slot = 0; slot < ly.window_size; ++slot) {
                         const int j = ly.members[window * ly.window_size + slot];
                         if (j < 0) continue;
-                        const float* src = in.data() + std::size_t(j) * rows * ic;
-                        for (std::size_t e = 0; e < rows * oc; ++e) dst[e] += src[e];
+                        add_floats(dst, in.data() + std::size_t(j) * rows * ic, rows * oc);
                     }
                 });
                 marginalize_positions(p, x, l, first, rows, out);
@@ -490,6 +614,44 @@ struct cpu {
                                                 w.log.data() + set * oc * ic, conv_out, pooled,
                                                 accumulate);
             };
+            // Training, a layer that skips images (active_rows): the active images' values go
+            // to conv_out, compact (only their rows, in order) when compact_out, else at their
+            // rows with 0 at the others; pooled (if given) += them at their rows. The input the
+            // backward pass needs is kept compact (acts[0] for the representation, else
+            // compact_in[l]) unless every image is active.
+            const auto conv_rows_at = [&](int j, float* conv_out, float* pooled, bool compact_out) {
+                std::vector<std::uint32_t>& list = ws.active[l][std::size_t(j)];
+                active_rows(p, x, ws, l, j, rows, list);
+                const std::size_t r = list.size();
+                const float* source = in.data() + j * rows * ic;
+                if (l == 0) {
+                    thread_local std::vector<int> pixels;
+                    pixels.resize(std::size_t(p.patch_size()));
+                    for (int k = 0; k < p.patch_size(); ++k) pixels[k] = p.pixel_of(j, k);
+                    cpu_kernels::leaf_log_densities(prep.tables, x, first, r, pixels.data(),
+                                                    std::size_t(p.pixels()),
+                                                    ws.acts[0].data() + j * rows * ic, list.data());
+                } else if (r < rows) {
+                    float* compact = ws.compact_in[l].data() + j * rows * ic;
+                    gather_rows(in.data() + j * rows * ic, list, ic, compact);
+                    source = compact;
+                }
+                if (r == rows) return conv_at(j, conv_out, pooled, true);
+                if (!compact_out) std::fill_n(conv_out, rows * oc, 0.0f);
+                if (r == 0) return;
+                thread_local std::vector<float> values;
+                if (!compact_out) values.resize(r * oc);
+                float* value = compact_out ? conv_out : values.data();
+                const std::size_t set = ly.set_of_position[j];
+                cpu_kernels::mex_forward_packed(r, ic, oc, source, w.forward(set),
+                                                w.log.data() + set * oc * ic, value, nullptr,
+                                                false);
+                for (std::size_t i = 0; i < r; ++i) {
+                    float* row = value + i * oc;
+                    if (!compact_out) copy_floats(conv_out + std::size_t(list[i]) * oc, row, oc);
+                    if (pooled != nullptr) add_floats(pooled + std::size_t(list[i]) * oc, row, oc);
+                }
+            };
             // In parallel, fusing would leave one task per window: with few windows (the top of
             // an HT model has one) the positions are spread over the threads instead, and the
             // pooling runs as a layer of its own.
@@ -500,7 +662,10 @@ struct cpu {
             if (!fuse) {
                 out.resize(std::size_t(ly.out_positions()) * rows * oc);
                 for_each_index(parallel, ly.in_positions(), [&](std::size_t j) {
-                    conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
+                    if (ws.compacted[l])
+                        conv_rows_at(int(j), out.data() + j * rows * oc, nullptr, false);
+                    else
+                        conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
                 });
                 marginalize_positions(p, x, l, first, rows, out);
                 continue;
@@ -510,6 +675,7 @@ struct cpu {
             std::vector<float>& pooled = ws.acts[l + 2];
             pooled.resize(std::size_t(pool.out_positions()) * rows * oc);
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
+            ws.compact_outputs[l] = keep_conv_outputs && ws.compacted[l];
             if (!keep_conv_outputs) {
                 // inference: one call per window, one log per output
                 for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
@@ -544,6 +710,13 @@ struct cpu {
             }
             for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
                 float* dst = pooled.data() + window * rows * oc;
+                if (ws.compacted[l]) {  // training: the members' active rows add into dst
+                    std::fill_n(dst, rows * oc, 0.0f);
+                    for (int slot = 0; slot < pool.window_size; ++slot)
+                        if (const int j = pool.members[window * pool.window_size + slot]; j >= 0)
+                            conv_rows_at(j, out.data() + j * rows * oc, dst, true);
+                    return;
+                }
                 bool accumulate = false;
                 for (int slot = 0; slot < pool.window_size; ++slot) {
                     const int j = pool.members[window * pool.window_size + slot];
@@ -615,6 +788,38 @@ struct cpu {
                         if (std::size_t(ly.set_of_position[j]) != set) continue;
                         const std::size_t block =
                             window_of.empty() ? std::size_t(j) : std::size_t(window_of[j]);
+                        if (ws.compacted[l] && ws.active[l][std::size_t(j)].size() < rows) {
+                            // only the images forward computed (active_rows): the others pass
+                            // no gradient down and add none to the weights'
+                            const std::vector<std::uint32_t>& list = ws.active[l][std::size_t(j)];
+                            float* din = need_input ? d_in.data() + j * rows * ic : nullptr;
+                            if (din != nullptr) std::fill_n(din, rows * ic, 0.0f);
+                            if (list.empty()) continue;
+                            thread_local std::vector<float> c_out, c_dout, c_din;
+                            const std::size_t r = list.size();
+                            const float* c_in = l == 0 ? ws.acts[0].data() + j * rows * ic
+                                                       : ws.compact_in[l].data() + j * rows * ic;
+                            const float* out = ws.acts[l + 1].data() + j * rows * oc;
+                            if (!ws.compact_outputs[l]) {
+                                c_out.resize(r * oc);
+                                gather_rows(out, list, oc, c_out.data());
+                                out = c_out.data();
+                            }
+                            c_dout.resize(r * oc);
+                            c_din.resize(din != nullptr ? r * ic : 0);
+                            gather_rows(d_out.data() + block * rows * oc, list, oc, c_dout.data());
+                            cpu_kernels::mex_backward_packed(
+                                r, ic, oc, c_in, out, c_dout.data(),
+                                w.linear.data() + set * oc * ic, w.backward(set),
+                                w.log.data() + set * oc * ic,
+                                din != nullptr ? c_din.data() : nullptr, dtheta, first);
+                            if (din != nullptr)
+                                for (std::size_t i = 0; i < r; ++i)
+                                    copy_floats(din + std::size_t(list[i]) * ic,
+                                                c_din.data() + i * ic, ic);
+                            first = false;
+                            continue;
+                        }
                         cpu_kernels::mex_backward_packed(
                             rows, ic, oc, ws.acts[l].data() + j * rows * ic,
                             ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,

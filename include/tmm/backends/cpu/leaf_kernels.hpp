@@ -32,13 +32,15 @@ struct leaf_tables {
     const float* log_probabilities_t = nullptr;
 };
 
-// out[b, d] = sum over the observed coordinates k of log p_d(x[first + b, pixels[k]]), for
-// b < rows and d < M (out is rows x M, row-major). A coordinate whose pixel is -1 (padding) or
-// missing in x contributes log 1 = 0; with nothing observed the row is 0. x must have passed
-// validate() (observed categorical values are symbols in [0, V)).
+// out[b, d] = sum over the observed coordinates k of log p_d(x[i_b, pixels[k]]), for b < rows
+// and d < M (out is rows x M, row-major), where image i_b = first + b, or first + images[b]
+// when a list of images is given. A coordinate whose pixel is -1 (padding) or missing in x
+// contributes log 1 = 0; with nothing observed the row is 0. x must have passed validate()
+// (observed categorical values are symbols in [0, V)).
 inline void leaf_log_densities(const leaf_tables& t, const observations<float>& x,
                                std::size_t first, std::size_t rows, const int* pixels,
-                               std::size_t pixels_per_image, float* out) {
+                               std::size_t pixels_per_image, float* out,
+                               const std::uint32_t* images = nullptr) {
     using batch = detail::mex_batch;
     constexpr std::size_t lanes = detail::mex_lanes;
     constexpr std::size_t max_coordinates = 64;  // patches larger than this take blocks of it
@@ -50,11 +52,15 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
     for (std::size_t b = 0; b < rows; ++b) {
         float* r = out + b * m;
         std::fill_n(r, m, 0.0f);
-        const std::size_t image = (first + b) * pixels_per_image;
+        const auto image_of = [&](std::size_t row) {
+            return (first + (images != nullptr ? std::size_t(images[row]) : row)) *
+                   pixels_per_image;
+        };
+        const std::size_t image = image_of(b);
         // The images of a block are far apart and visited a few pixels at a time: fetch the
         // patch of the image a few rows ahead (its first and last coordinates' lines).
         if (b + prefetch_distance < rows && t.coordinates > 0) {
-            const std::size_t ahead = image + prefetch_distance * pixels_per_image;
+            const std::size_t ahead = image_of(b + prefetch_distance);
             for (const int k : {pixels[0], pixels[t.coordinates - 1]}) {
                 if (k < 0) continue;
                 __builtin_prefetch(x.values.data() + ahead + std::size_t(k));

@@ -464,13 +464,21 @@ struct cpu {
             for (int k = 0; k < p.patch_size(); ++k)
                 if (const int pixel = p.pixel_of(j, k); pixel >= 0) pixels.push_back(pixel);
         list.clear();
+        const std::uint8_t* kept = marginalised ? x.kept_positions.data() : nullptr;
+        const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
+        const float* values = x.values.data();
         for (std::size_t b = 0; b < rows; ++b) {
-            if (above >= 0 && !x.position_kept(m, b, positions, std::size_t(above))) continue;
-            if (on_marginalised && !x.position_kept(m, b, positions, std::size_t(j))) continue;
-            if (first_conv && std::none_of(pixels.begin(), pixels.end(), [&](int pixel) {
-                    return x.is_observed(b * std::size_t(p.pixels()) + std::size_t(pixel));
-                }))
-                continue;
+            if (above >= 0 && kept[b * positions + std::size_t(above)] == 0) continue;
+            if (on_marginalised && kept[b * positions + std::size_t(j)] == 0) continue;
+            if (first_conv) {
+                const std::size_t image = b * std::size_t(p.pixels());
+                bool seen = false;  // an observed pixel: flagged (or no mask) and not NaN
+                for (const int pixel : pixels) {
+                    const std::size_t at = image + std::size_t(pixel);
+                    seen |= (observed == nullptr || observed[at] != 0) & (values[at] == values[at]);
+                }
+                if (!seen) continue;
+            }
             list.push_back(std::uint32_t(b));
         }
     }
@@ -793,7 +801,14 @@ struct cpu {
                             // no gradient down and add none to the weights'
                             const std::vector<std::uint32_t>& list = ws.active[l][std::size_t(j)];
                             float* din = need_input ? d_in.data() + j * rows * ic : nullptr;
-                            if (din != nullptr) std::fill_n(din, rows * ic, 0.0f);
+                            if (din != nullptr) {  // 0 for the skipped images
+                                std::size_t next = 0;
+                                for (const std::uint32_t b : list) {
+                                    std::fill(din + next * ic, din + b * ic, 0.0f);
+                                    next = b + 1;
+                                }
+                                std::fill(din + next * ic, din + rows * ic, 0.0f);
+                            }
                             if (list.empty()) continue;
                             thread_local std::vector<float> c_out, c_dout, c_din;
                             const std::size_t r = list.size();

@@ -199,6 +199,22 @@ BOOST_AUTO_TEST_CASE(inpaint_count_defaults_to_a_small_test_split) {
     BOOST_TEST(nlohmann::json::parse(r.out).at("count").get<std::size_t>() == w.test.count);
 }
 
+// With nothing missing there is no error to average: null in JSON, "n/a" in the text.
+BOOST_AUTO_TEST_CASE(inpaint_with_nothing_missing_reports_no_error) {
+    auto& w = shared();
+    const std::string base = w.with_model("inpaint") + " --data " + quote(w.data.string()) +
+                             " --missing none --count 5 --png " + w.file("n.png");
+    const auto r = w.run(base + " --json");
+    BOOST_TEST_REQUIRE(r.code == 0, r.err);
+    const auto j = nlohmann::json::parse(r.out);
+    BOOST_TEST(j.at("missing_pixels").get<std::size_t>() == 0u);
+    BOOST_TEST(j.at("mse").is_null());
+    BOOST_TEST(j.at("mse_mean_imputation").is_null());
+    const auto text = w.run(base);
+    BOOST_TEST_REQUIRE(text.code == 0, text.err);
+    BOOST_TEST(text.out.find("mse n/a") != std::string::npos, text.out);
+}
+
 BOOST_AUTO_TEST_CASE(inpaint_keeps_observed_pixels_and_reports_both_errors) {
     auto& w = shared();
     for (const std::string mode : {"mean", "mpe", "sample"}) {

@@ -313,6 +313,11 @@ BOOST_AUTO_TEST_CASE(bad_command_lines_exit_2) {
         const auto r = w.run(c.args);
         BOOST_TEST(r.code == 2, c.args);
         BOOST_TEST(contains(r.err, c.says), c.args << " should mention " << c.says);
+        // one form for every error, whether the option parser or the command found it
+        const std::string word = c.args.substr(0, c.args.find(' '));
+        const bool known = word == "train" || word == "eval" || word == "experiment";
+        const std::string prefix = known ? "tmm " + word + ": error: " : "tmm: ";
+        BOOST_TEST(r.err.rfind(prefix, 0) == 0, c.args << ": " << r.err);
     }
     BOOST_TEST(!fs::exists(w.dir.path / "m.tmm"));
 
@@ -331,7 +336,18 @@ BOOST_AUTO_TEST_CASE(experiment_writes_results_model_and_plot) {
     BOOST_TEST(contains(r.out, "rects:3:15"));
     BOOST_TEST(contains(r.out, "knn5"));
 
-    const auto results = nlohmann::json::parse(read_text(out / "experiment.json"));
+    const auto report = nlohmann::json::parse(read_text(out / "experiment.json"));
+    // how the run was made, as the command line above says
+    BOOST_TEST(report.at("iterations").get<int>() == 2);
+    BOOST_TEST(report.at("batch").get<int>() == 16);
+    BOOST_TEST(report.at("seed").get<int>() == 4);
+    BOOST_TEST(report.at("knn_count").get<int>() == 7);
+    BOOST_TEST(report.at("threads").get<int>() == 2);
+    BOOST_TEST(report.at("backend").get<std::string>() == "cpu");
+    BOOST_TEST(report.at("architecture").get<std::string>() == "ht");
+    BOOST_TEST(report.at("test_images").get<int>() == 21);
+    BOOST_TEST(report.at("train_seconds").get<double>() >= 0.0);
+    const auto& results = report.at("results");
     BOOST_TEST_REQUIRE(results.is_array());
     BOOST_TEST(results.size() == 16u * 4u);
     std::set<std::string> missing, methods;

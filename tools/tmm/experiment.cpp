@@ -6,6 +6,9 @@
 #include "svg_plot.hpp"
 
 #include <tmm/io/model_file.hpp>
+#include <tmm/train/train.hpp>
+
+#include <tbb/global_control.h>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -62,9 +65,12 @@ int run_experiment(const experiment_command& command) {
                split.train.count, test.count, test.rows, test.cols);
     std::fflush(stdout);
 
+    const auto train_start = std::chrono::steady_clock::now();
     const parameters<float> params =
         train_model(p, architecture, split.train,
                     {command.iterations, command.batch, command.seed, command.backend});
+    const double train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
     save_model(model_path, p, params, architecture);
     fmt::print("wrote {}\n", model_path.string());
 
@@ -80,7 +86,23 @@ int run_experiment(const experiment_command& command) {
                methods[2], methods[3], "time");
     std::fflush(stdout);
 
-    nlohmann::json results = nlohmann::json::array();
+    // experiment.json: how the run was made, then one entry per setting and method.
+    nlohmann::json report = {
+        {"data", split.name},
+        {"architecture", architecture},
+        {"train_images", split.train.count},
+        {"test_images", test.count},
+        {"iterations", command.iterations.value_or(training_options{}.iterations)},
+        {"batch", command.batch},
+        {"seed", command.seed},
+        {"backend", backend_name(command.backend)},
+        {"threads",
+         tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism)},
+        {"knn_count", knn_count},
+        {"train_seconds", train_seconds},
+        {"model", model_path.string()},
+    };
+    nlohmann::json& results = report["results"] = nlohmann::json::array();
     std::map<std::string, std::vector<std::pair<double, double>>> iid_curves;
     const auto start = std::chrono::steady_clock::now();
 
@@ -122,7 +144,7 @@ int run_experiment(const experiment_command& command) {
                 iid_curves[methods[m]].emplace_back(spec.probability, 100.0 * row[m].accuracy());
         }
         // Rewritten after every setting, so an interrupted run keeps what it measured.
-        write_text_atomically(json_path, results.dump(2) + "\n");
+        write_text_atomically(json_path, report.dump(2) + "\n");
     }
 
     std::vector<plot_series> series;

@@ -197,8 +197,15 @@ int run_inpaint(const inpaint_command& given) {
             ++missing;
         }
     }
+    // With no pixel missing there is no error to average: JSON null, "n/a" in the text.
     const double mse = missing ? error / double(missing) : 0.0;
     const double mse_mean = missing ? error_mean / double(missing) : 0.0;
+    const auto json_value = [&](double v) {
+        return missing ? nlohmann::json(v) : nlohmann::json(nullptr);
+    };
+    const auto text = [&](double v) {
+        return missing ? fmt::format("{:.1f}", v) : std::string("n/a");
+    };
 
     // Rows: original, masked input (missing pixels in blue), completion.
     const int shown = int(std::min(command.show, command.count));
@@ -219,8 +226,8 @@ int run_inpaint(const inpaint_command& given) {
 
     const std::string missing_text = data::to_string(spec);
     if (command.json) {
-        const nlohmann::json out = {{"mse", mse},
-                                    {"mse_mean_imputation", mse_mean},
+        const nlohmann::json out = {{"mse", json_value(mse)},
+                                    {"mse_mean_imputation", json_value(mse_mean)},
                                     {"count", command.count},
                                     {"missing_pixels", missing},
                                     {"scale", "pixel values 0..255"},
@@ -235,9 +242,10 @@ int run_inpaint(const inpaint_command& given) {
         fmt::print("{}\n", out.dump());
     } else {
         fmt::print(
-            "mse {:.1f} ({} completion) vs {:.1f} (per-pixel mean imputation) on {} missing "
+            "mse {} ({} completion) vs {} (per-pixel mean imputation) on {} missing "
             "pixels of {} test images (pixel scale 0..255), missing {}, seed {}\n",
-            mse, command.mode, mse_mean, missing, command.count, missing_text, command.seed);
+            text(mse), command.mode, text(mse_mean), missing, command.count, missing_text,
+            command.seed);
         fmt::print("wrote {} ({:.1f} s)\n", command.png, seconds);
     }
     return 0;

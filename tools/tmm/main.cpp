@@ -178,9 +178,14 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        // --help and --version exit 0; every parse error exits 2.
-        const int code = app.exit(e);
-        return code == 0 ? 0 : 2;
+        // --help and --version exit 0; every parse error exits 2, reported in the same form
+        // as the subcommands' own errors.
+        if (e.get_exit_code() == 0) return app.exit(e);
+        const std::string command =
+            argc > 1 && argv[1][0] != '-' ? "tmm " + std::string(argv[1]) : "tmm";
+        fmt::print(stderr, "{}: error: {}\nRun '{} --help' for the options.\n", command, e.what(),
+                   command);
+        return 2;
     }
     train.backend = backends.at(train_backend);
     eval.backend = backends.at(eval_backend);

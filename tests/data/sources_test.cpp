@@ -67,6 +67,16 @@ BOOST_AUTO_TEST_CASE(directory_errors) {
     CHECK_HAS(msg, dir.path.string() +
                        " lacks train-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]");
 
+    // a name that is there but is not a file is said to be so, not to be missing
+    write_split(dir.path);
+    fs::remove(dir / "t10k-images-idx3-ubyte");
+    fs::remove(dir / "t10k-images-idx3-ubyte.gz");
+    fs::create_directory(dir / "t10k-images-idx3-ubyte");
+    msg = error_of([&] { data::load_split(dir.path.string()); });
+    CHECK_HAS(msg, "t10k-images-idx3-ubyte is a directory");
+    BOOST_TEST(msg.find("lacks") == std::string::npos, msg);
+    fs::remove(dir / "t10k-images-idx3-ubyte");
+
     msg = error_of([&] { data::load_split((dir / "nowhere").string()); });
     CHECK_HAS(msg, "is neither \"fashion-mnist\", \"mnist\" nor a directory");
 

@@ -32,20 +32,31 @@ inline constexpr const char* idx_split_files[4] = {
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte"};
 
-// Finds each standard file, plain or with ".gz"; `missing` lists what was not found.
+// Finds each standard file, plain or with ".gz"; `missing` lists what was not found, and
+// `not_files` the names that exist but are not regular files (a directory, a FIFO, ...).
 inline std::vector<std::filesystem::path> find_idx_split(const std::filesystem::path& dir,
-                                                         std::vector<std::string>& missing) {
-    std::vector<std::filesystem::path> found;
+                                                         std::vector<std::string>& missing,
+                                                         std::vector<std::string>& not_files) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> found;
     for (const char* base : idx_split_files) {
         std::error_code ec;
-        std::filesystem::path plain = dir / base;
-        std::filesystem::path gz = dir / (std::string(base) + ".gz");
-        if (std::filesystem::is_regular_file(plain, ec)) {
+        fs::path plain = dir / base;
+        fs::path gz = dir / (std::string(base) + ".gz");
+        if (fs::is_regular_file(plain, ec)) {
             found.push_back(plain);
-        } else if (std::filesystem::is_regular_file(gz, ec)) {
+        } else if (fs::is_regular_file(gz, ec)) {
             found.push_back(gz);
         } else {
-            missing.push_back(std::string(base) + "[.gz]");
+            bool exists = false;
+            for (const fs::path& candidate : {plain, gz})
+                if (const fs::file_status st = fs::status(candidate, ec); fs::exists(st)) {
+                    exists = true;
+                    not_files.push_back(
+                        candidate.filename().string() +
+                        (fs::is_directory(st) ? " is a directory" : " is not a regular file"));
+                }
+            if (!exists) missing.push_back(std::string(base) + "[.gz]");
             found.emplace_back();
         }
     }
@@ -68,8 +79,11 @@ inline split load_split_dir(const std::filesystem::path& dir, std::string name,
     std::error_code ec;
     if (!std::filesystem::is_directory(dir, ec))
         throw error("data set \"" + name + "\": " + dir.string() + " is not a directory" + advice);
-    std::vector<std::string> missing;
-    auto files = detail::find_idx_split(dir, missing);
+    std::vector<std::string> missing, not_files;
+    auto files = detail::find_idx_split(dir, missing, not_files);
+    if (!not_files.empty())
+        throw error("data set \"" + name + "\": in " + dir.string() + ", " +
+                    detail::join(not_files) + "; the IDX images and labels must be files");
     if (!missing.empty())
         throw error("data set \"" + name + "\": " + dir.string() + " lacks " +
                     detail::join(missing) + advice);

@@ -74,7 +74,12 @@ void validate(const plan& p, const observations<T>& x) {
     if (const std::string problem = plan_problem(p); !problem.empty())
         throw input_error("tmm: the plan is inconsistent: " + problem);
     const std::size_t pixels = std::size_t(p.pixels());
-    if (x.values.size() != x.count * pixels)
+    // count * n without overflow: a huge count must not wrap around to the size it is
+    // compared with
+    const auto holds = [&](std::size_t size, std::size_t n) {
+        return size % n == 0 && size / n == x.count;
+    };
+    if (!holds(x.values.size(), pixels))
         throw input_error("tmm: the batch holds " + std::to_string(x.values.size()) +
                           " values, expected " + std::to_string(x.count) + " images x " +
                           std::to_string(pixels) + " values (" + std::to_string(p.height) + "x" +
@@ -89,7 +94,7 @@ void validate(const plan& p, const observations<T>& x) {
                               " does not exist (the network has " +
                               std::to_string(p.layers.size()) + " layers)");
         const std::size_t positions = p.layers[x.marginalized_layer].out_positions();
-        if (x.kept_positions.size() != x.count * positions)
+        if (!holds(x.kept_positions.size(), positions))
             throw input_error("tmm: the position mask holds " +
                               std::to_string(x.kept_positions.size()) + " flags, expected " +
                               std::to_string(x.count) + " images x " + std::to_string(positions) +

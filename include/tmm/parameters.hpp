@@ -95,6 +95,15 @@ void validate(const plan& p, const parameters<T>& theta) {
     };
     check("mean", theta.mean, gaussian ? leaf : 0, 0);
     check("log_precision", theta.log_precision, gaussian ? leaf : 0, 0);
+    // the precision exp(log_precision) must be a finite T
+    const T largest_log = std::log(std::numeric_limits<T>::max());
+    for (std::size_t i = 0; i < theta.log_precision.size(); ++i)
+        if (theta.log_precision[i] >= largest_log)
+            throw input_error("tmm: parameter log_precision[" + std::to_string(i) + "] is " +
+                              std::to_string(theta.log_precision[i]) + ": its precision exp(" +
+                              std::to_string(theta.log_precision[i]) +
+                              ") overflows (the largest allowed log-precision is " +
+                              std::to_string(largest_log) + ")");
     check("logits", theta.logits, gaussian ? 0 : leaf * p.values, std::size_t(p.values));
     if (theta.theta.size() != p.layers.size())
         throw input_error("tmm: the parameters have " + std::to_string(theta.theta.size()) +

@@ -2,6 +2,7 @@
 // (tmm/dsl) is checked at compile time, then lowered to this plain list of layers.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -114,6 +115,21 @@ inline std::string plan_problem(const plan& p) {
             if (ly.fixed &&
                 ly.fixed_weights.size() != std::size_t(ly.out_channels) * ly.in_channels)
                 return at(l) + "its constant weights have the wrong size";
+            // constant weights are mixing probabilities: each row on the simplex
+            for (int o = 0; ly.fixed && o < ly.out_channels; ++o) {
+                double sum = 0.0;
+                for (int i = 0; i < ly.in_channels; ++i) {
+                    const double w = ly.fixed_weights[std::size_t(o) * ly.in_channels + i];
+                    if (!(w >= 0.0 && w <= 1.0))
+                        return at(l) + "constant weight [" + std::to_string(o) + "][" +
+                               std::to_string(i) + "] is " + std::to_string(w) +
+                               "; it must be a probability in [0, 1]";
+                    sum += w;
+                }
+                if (!(std::abs(sum - 1.0) <= 1e-6))
+                    return at(l) + "the constant weights of output " + std::to_string(o) +
+                           " sum to " + std::to_string(sum) + ", not 1";
+            }
         } else {
             if (ly.out_channels != ly.in_channels) return at(l) + "pooling keeps the channels";
             if (ly.window_size <= 0 ||

@@ -251,6 +251,26 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(broken_plan, theta, x), tmm::input_error);
     BOOST_CHECK_THROW(tmm::predict<float>(std::vector<float>(6), std::vector<float>{}),
                       tmm::input_error);
+
+    // A precision exp(log_precision) must be finite in the backend's type: 89 overflows a
+    // float (largest about 3.4e38 = e^88.7) but not a double, 710 overflows both.
+    auto sharp = theta;
+    sharp.log_precision[4] = 89.0f;
+    BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(p, sharp, x), tmm::input_error,
+                          [](const tmm::input_error& e) {
+                              return std::string(e.what()).find("log_precision[4] is 89") !=
+                                     std::string::npos;
+                          });
+    tmm::parameters<float> g;
+    BOOST_CHECK_THROW(tmm::backends::cpu::gradients(
+                          p, sharp, x, [](std::span<const float>, std::span<float>) {}, g),
+                      tmm::input_error);
+    const std::vector<double> v64(b.values.begin(), b.values.end());
+    const tmm::observations<double> x64{3, v64, b.observed};
+    auto sharp64 = tmm::convert_parameters<double>(sharp);
+    BOOST_CHECK_NO_THROW(tmm::backends::reference::log_likelihoods(p, sharp64, x64));
+    sharp64.log_precision[4] = 710.0;
+    BOOST_CHECK_THROW(tmm::backends::reference::log_likelihoods(p, sharp64, x64), tmm::input_error);
 }
 
 // A prepared network keeps the parameters it was made from: changing them afterwards (or
@@ -274,6 +294,11 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     kept.reset();
     const auto moved = std::move(net);
     const auto out = tmm::backends::cpu::log_likelihoods(moved, {5, b.values, b.observed});
+    // the moved-from network says so
+    BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(net, {5, b.values, b.observed}),
+                          tmm::input_error, [](const tmm::input_error& e) {
+                              return std::string(e.what()).find("moved from") != std::string::npos;
+                          });
     BOOST_REQUIRE_EQUAL(out.size(), exact.size());
     for (std::size_t i = 0; i < out.size(); ++i)
         BOOST_TEST(std::abs(out[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));

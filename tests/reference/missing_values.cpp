@@ -245,6 +245,13 @@ BOOST_AUTO_TEST_CASE(malformed_batches_are_refused) {
     BOOST_CHECK_THROW(reference::log_likelihoods(p, theta, batch(values, long_mask, 2)),
                       tmm::input_error);
     BOOST_CHECK_THROW(reference::log_likelihoods(p, theta, batch(values, {}, 3)), tmm::input_error);
+    // a count so large that count x values per image wraps around to the batch's size
+    const std::size_t wraps = (std::size_t(1) << 63) / std::size_t(p.pixels()) * 2 + 2;
+    BOOST_TEST_REQUIRE(wraps * std::size_t(p.pixels()) == values.size());
+    BOOST_CHECK_THROW(reference::log_likelihoods(p, theta, batch(values, {}, wraps)),
+                      tmm::input_error);
+    std::vector<float> floats(values.begin(), values.end());
+    BOOST_CHECK_THROW(tmm::validate(p, tmm::observations<float>(wraps, floats)), tmm::input_error);
 
     const tmm::plan q = tmm::make_plan(categorical_net);
     const auto logits = tmm::zero_parameters<double>(q);

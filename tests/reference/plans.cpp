@@ -192,3 +192,37 @@ BOOST_AUTO_TEST_CASE(model_forwards_to_the_backend) {
     const auto got = m.log_likelihoods(x, tmm::backends::reference{});
     for (std::size_t i = 0; i < got.size(); ++i) BOOST_TEST(close(got[i], want[i], 1e-9));
 }
+
+// Constant weights edited by hand (a plan written by hand or read from a file never passes the
+// DSL's compile-time checks) must still be probabilities with rows summing to 1: a negative,
+// NaN or too large weight, or a row that sums to 5.2, is named by plan_problem and refused by
+// the backends before any arithmetic.
+BOOST_AUTO_TEST_CASE(hand_edited_constant_weights_are_refused) {
+    static constexpr tmm::weights<2, 3> mixing{{0.2, 0.3, 0.5, 1.0, 0.0, 0.0}};
+    const tmm::plan good =
+        tmm::make_plan(tmm::input<4, 4> | tmm::representation<tmm::gaussians<3>, 2> |
+                       tmm::fixed_conv<mixing> | tmm::product_pool<tmm::global> | tmm::classes<2>);
+    BOOST_TEST(tmm::plan_problem(good).empty());
+    const auto theta = tmm::zero_parameters<double>(good);
+    const std::vector<double> values(good.pixels(), 0.1);
+    struct edit {
+        std::size_t at;
+        double value;
+        std::string says;
+    };
+    const edit edits[] = {
+        {1, -0.3, "constant weight [0][1] is -0.3"},
+        {1, std::numeric_limits<double>::quiet_NaN(), "constant weight [0][1] is nan"},
+        {3, 1.5, "constant weight [1][0] is 1.5"},
+        {4, 0.7, "the constant weights of output 1 sum to 1.7"},
+    };
+    for (const edit& e : edits) {
+        tmm::plan bad = good;
+        bad.layers[0].fixed_weights[e.at] = e.value;
+        const std::string problem = tmm::plan_problem(bad);
+        BOOST_TEST(problem.find(e.says) != std::string::npos, problem);
+        BOOST_CHECK_THROW(tmm::backends::reference::log_likelihoods(
+                              bad, theta, tmm::observations<double>(1, values)),
+                          tmm::input_error);
+    }
+}

@@ -230,7 +230,12 @@ struct cpu {
             }
             return true;
         };
-        return finite(theta.mean) && finite(theta.log_precision) &&
+        // and each precision exp(log_precision) a finite float
+        const float largest_log = std::log(std::numeric_limits<float>::max());
+        const bool precisions_fit =
+            std::all_of(theta.log_precision.begin(), theta.log_precision.end(),
+                        [&](float v) { return v < largest_log; });
+        return finite(theta.mean) && finite(theta.log_precision) && precisions_fit &&
                distributions(theta.logits, std::size_t(p.values)) &&
                distributions(theta.log_prior, std::size_t(p.classes));
     }
@@ -948,6 +953,10 @@ inline cpu::prepared_network cpu::prepare_inference(const plan& p, const paramet
 
 inline std::vector<float> cpu::log_likelihoods(const prepared_network& net,
                                                const observations<float>& x) {
+    if (net.plan_.layers.empty())
+        throw input_error(
+            "tmm: this prepared network holds nothing (it was moved from); "
+            "make one with prepare_inference");
     validate(net.plan_, x);
     return infer(net.plan_, net.weights_, x);
 }

@@ -347,6 +347,8 @@ BOOST_AUTO_TEST_CASE(experiment_writes_results_model_and_plot) {
     BOOST_TEST(report.at("architecture").get<std::string>() == "ht");
     BOOST_TEST(report.at("test_images").get<int>() == 21);
     BOOST_TEST(report.at("train_seconds").get<double>() >= 0.0);
+    BOOST_TEST(report.at("complete").get<bool>());
+    BOOST_TEST(report.at("settings").get<int>() == 16);
     const auto& results = report.at("results");
     BOOST_TEST_REQUIRE(results.is_array());
     BOOST_TEST(results.size() == 16u * 4u);

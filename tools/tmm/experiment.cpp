@@ -102,6 +102,9 @@ int run_experiment(const experiment_command& command) {
         {"train_seconds", train_seconds},
         {"model", model_path.string()},
     };
+    // "complete" stays false until every setting is in (an interrupted run keeps a partial file)
+    report["complete"] = false;
+    report["settings"] = experiment_settings().size();
     nlohmann::json& results = report["results"] = nlohmann::json::array();
     std::map<std::string, std::vector<std::pair<double, double>>> iid_curves;
     const auto start = std::chrono::steady_clock::now();
@@ -154,6 +157,8 @@ int run_experiment(const experiment_command& command) {
     axes.x_label = "probability p that a pixel is missing";
     axes.y_label = "test accuracy (%)";
     write_text_atomically(svg_path, line_plot_svg(axes, series));
+    report["complete"] = true;
+    write_text_atomically(json_path, report.dump(2) + "\n");
 
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE cli
 #include <boost/test/unit_test.hpp>
 
+#include <tmm/backends/reference/reference.hpp>
 #include <tmm/data/idx.hpp>
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/model_file.hpp>
@@ -171,6 +172,61 @@ BOOST_AUTO_TEST_CASE(eval_prints_one_json_object) {
             eval_args(w.model, w.data, "--missing iid:0.5 --seed 3 --json --impute " + impute));
         BOOST_TEST(nlohmann::json::parse(again.out).at("accuracy").get<double>() == accuracy);
     }
+}
+
+// --shift-average 1: the class log-likelihoods of the 9 shifts of each test image by at most
+// one pixel (pixels shifted in from outside missing) are summed, then the prior is added once.
+// Recomputed here by shifting the images by hand and asking the reference backend.
+BOOST_AUTO_TEST_CASE(eval_shift_average_sums_the_shifted_log_likelihoods) {
+    auto& w = shared();
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    const auto r =
+        w.run(eval_args(w.model, w.data, "--shift-average 1 --json --backend reference"));
+    BOOST_TEST_REQUIRE(r.code == 0, r.err);
+    const auto j = nlohmann::json::parse(r.out);
+    BOOST_TEST(j.at("shift_average").get<int>() == 1);
+
+    const auto model = tmm::load_model(w.model);
+    const tmm::plan& p = model.structure;
+    const tmm::data::dataset test = tmm::data::load_idx_dataset(w.data / "t10k-images-idx3-ubyte",
+                                                                w.data / "t10k-labels-idx1-ubyte");
+    const int rows = p.height, cols = p.width;
+    std::size_t correct = 0;
+    for (std::size_t b = 0; b < test.count; ++b) {
+        std::vector<float> total(std::size_t(p.classes), 0.0f);
+        for (int dy = -1; dy <= 1; ++dy)
+            for (int dx = -1; dx <= 1; ++dx) {
+                std::vector<float> values(std::size_t(rows * cols), 0.0f);
+                std::vector<std::uint8_t> observed(values.size(), 0);
+                for (int y = 0; y < rows; ++y)
+                    for (int x = 0; x < cols; ++x) {
+                        const int sy = y - dy, sx = x - dx;
+                        if (sy < 0 || sy >= rows || sx < 0 || sx >= cols) continue;
+                        const std::uint8_t v = test.pixels[b * values.size() + sy * cols + sx];
+                        values[y * cols + x] = (float(v) - 127.5f) / 255.0f;
+                        observed[y * cols + x] = 1;
+                    }
+                const auto ll = tmm::backends::reference::log_likelihoods(
+                    p, model.params, tmm::observations<float>(1, values, observed));
+                for (std::size_t y = 0; y < total.size(); ++y) total[y] += ll[y];
+            }
+        std::size_t best = 0;
+        for (std::size_t y = 1; y < total.size(); ++y)
+            if (total[y] + model.params.log_prior[y] > total[best] + model.params.log_prior[best])
+                best = y;
+        correct += int(best) == test.labels[b];
+    }
+    BOOST_TEST(j.at("correct").get<std::size_t>() == correct);
+    BOOST_TEST(j.at("count").get<std::size_t>() == test.count);
+
+    // 0 is the plain evaluation; a radius above 4 is refused
+    const auto plain = w.run(eval_args(w.model, w.data, "--json"));
+    const auto zero = w.run(eval_args(w.model, w.data, "--shift-average 0 --json"));
+    BOOST_TEST(nlohmann::json::parse(plain.out).at("correct").get<int>() ==
+               nlohmann::json::parse(zero.out).at("correct").get<int>());
+    const auto bad = w.run(eval_args(w.model, w.data, "--shift-average 5"));
+    BOOST_TEST(bad.code == 2);
+    BOOST_TEST(contains(bad.err, "--shift-average"));
 }
 
 BOOST_AUTO_TEST_CASE(eval_in_words_and_on_the_reference_backend) {

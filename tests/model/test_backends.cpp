@@ -318,6 +318,52 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(moved, {1, too_few}), tmm::input_error);
 }
 
+// Shift averaging over radius 1 sums the class log-likelihoods of the 9 shifted copies, pixels
+// shifted in from outside missing: recomputed by shifting by hand, on the float64 reference,
+// and compared with both backends' shift_averaged_log_likelihoods.
+BOOST_AUTO_TEST_CASE(shift_average_of_radius_one_sums_nine_shifts) {
+    const tmm::plan p = tmm::make_plan(small_ht);
+    std::mt19937_64 rng(23);
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    const auto theta64 = tmm::convert_parameters<double>(theta);
+    const std::size_t count = 4, rows = std::size_t(p.height), cols = std::size_t(p.width);
+    const batch b = make_batch(p, count, 0.3, rng);
+    std::vector<double> expected(count * std::size_t(p.classes), 0.0);
+    for (int dy = -1; dy <= 1; ++dy)
+        for (int dx = -1; dx <= 1; ++dx) {
+            std::vector<double> values(b.values.size(), 0.0);
+            std::vector<std::uint8_t> observed(b.values.size(), 0);
+            for (std::size_t i = 0; i < count; ++i)
+                for (std::size_t y = 0; y < rows; ++y)
+                    for (std::size_t x = 0; x < cols; ++x) {
+                        const long sy = long(y) - dy, sx = long(x) - dx;
+                        if (sy < 0 || sy >= long(rows) || sx < 0 || sx >= long(cols)) continue;
+                        const std::size_t from =
+                            (i * rows + std::size_t(sy)) * cols + std::size_t(sx);
+                        const std::size_t to = (i * rows + y) * cols + x;
+                        values[to] = b.values[from];
+                        observed[to] = b.observed.empty() ? 1 : b.observed[from];
+                    }
+            const auto ll = tmm::backends::reference::log_likelihoods(
+                p, theta64, tmm::observations<double>{count, values, observed});
+            for (std::size_t k = 0; k < ll.size(); ++k) expected[k] += ll[k];
+        }
+    const tmm::observations<float> x{count, b.values, b.observed};
+    const auto fast = tmm::shift_averaged_log_likelihoods<tmm::backends::cpu>(p, theta, x, 1);
+    const auto exact = tmm::shift_averaged_log_likelihoods<tmm::backends::reference>(
+        p, theta64,
+        tmm::observations<double>{count, std::vector<double>(b.values.begin(), b.values.end()),
+                                  b.observed},
+        1);
+    BOOST_REQUIRE_EQUAL(fast.size(), expected.size());
+    BOOST_REQUIRE_EQUAL(exact.size(), expected.size());
+    for (std::size_t k = 0; k < expected.size(); ++k) {
+        BOOST_TEST(std::abs(exact[k] - expected[k]) <= 1e-9 * std::max(1.0, std::abs(expected[k])));
+        BOOST_TEST(std::abs(fast[k] - expected[k]) <= 1e-4 * std::max(1.0, std::abs(expected[k])));
+    }
+}
+
 // Shift averaging over radius 0 is the plain evaluation; a negative radius is refused.
 BOOST_AUTO_TEST_CASE(shift_average_of_radius_zero_is_plain_evaluation) {
     const tmm::plan p = tmm::make_plan(small_ht);

@@ -39,6 +39,7 @@ struct train_command {
 struct eval_command {
     std::string model, data, missing = "none";
     impute_kind impute = impute_kind::marginalize;
+    int shift_radius = 0;  // > 0: shift-averaged prediction over (2R+1)^2 shifts
     std::uint64_t seed = 0;
     bool json = false;
     backend_kind backend = backend_kind::cpu;
@@ -104,10 +105,11 @@ struct accuracy_result {
 };
 
 // Classifies the inputs in batches of `batch` through the backend's log_likelihoods and
-// tmm::predict, and counts the labels it gets right.
+// tmm::predict, and counts the labels it gets right. With shift_radius > 0 the prediction is
+// the published shift-averaged one (tmm::shift_averaged_log_likelihoods).
 accuracy_result evaluate(const plan& p, const parameters<float>& params, backend_kind backend,
                          const model_inputs& inputs, std::span<const int> labels,
-                         std::size_t batch = 1024);
+                         std::size_t batch = 1024, int shift_radius = 0);
 
 // ---- training (train.cpp) --------------------------------------------------------------------
 

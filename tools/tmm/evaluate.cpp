@@ -175,7 +175,7 @@ namespace {
 template <class Backend>
 accuracy_result evaluate_with(const plan& p, const parameters<float>& params,
                               const model_inputs& inputs, std::span<const int> labels,
-                              std::size_t batch) {
+                              std::size_t batch, int shift_radius) {
     const std::size_t pixels = std::size_t(p.pixels());
     accuracy_result result;
     with_inference<Backend>(p, params, [&](const auto& score) {
@@ -187,7 +187,10 @@ accuracy_result evaluate_with(const plan& p, const parameters<float>& params,
             if (!inputs.observed.empty())
                 x.observed = std::span<const std::uint8_t>(inputs.observed)
                                  .subspan(first * pixels, n * pixels);
-            const std::vector<float> scores = score(x);
+            const std::vector<float> scores =
+                shift_radius > 0
+                    ? shift_averaged_log_likelihoods<Backend>(p, params, x, shift_radius)
+                    : score(x);
             const std::vector<int> predicted =
                 predict<float>(scores, std::span<const float>(params.log_prior));
             for (std::size_t b = 0; b < n; ++b) result.correct += predicted[b] == labels[first + b];
@@ -200,16 +203,16 @@ accuracy_result evaluate_with(const plan& p, const parameters<float>& params,
 }  // namespace
 
 accuracy_result evaluate(const plan& p, const parameters<float>& params, backend_kind backend,
-                         const model_inputs& inputs, std::span<const int> labels,
-                         std::size_t batch) {
+                         const model_inputs& inputs, std::span<const int> labels, std::size_t batch,
+                         int shift_radius) {
     if (labels.size() < inputs.count) throw std::logic_error("evaluate: fewer labels than images");
     if (backend == backend_kind::cpu)
-        return evaluate_with<backends::cpu>(p, params, inputs, labels, batch);
+        return evaluate_with<backends::cpu>(p, params, inputs, labels, batch, shift_radius);
 #if defined(TMM_CLI_THRUST)
     if (backend == backend_kind::thrust)
-        return evaluate_with<backends::thrust>(p, params, inputs, labels, batch);
+        return evaluate_with<backends::thrust>(p, params, inputs, labels, batch, shift_radius);
 #endif
-    return evaluate_with<backends::reference>(p, params, inputs, labels, batch);
+    return evaluate_with<backends::reference>(p, params, inputs, labels, batch, shift_radius);
 }
 
 void write_text_atomically(const fs::path& path, std::string_view text) {
@@ -255,7 +258,8 @@ int run_eval(const eval_command& command) {
         make_inputs(masked, test.image_size(), test.count, command.impute, means);
 
     const auto start = std::chrono::steady_clock::now();
-    const accuracy_result result = evaluate(p, model.params, command.backend, inputs, test.labels);
+    const accuracy_result result =
+        evaluate(p, model.params, command.backend, inputs, test.labels, 1024, command.shift_radius);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -266,6 +270,7 @@ int run_eval(const eval_command& command) {
                                     {"correct", result.correct},
                                     {"missing", missing},
                                     {"impute", impute_name(command.impute)},
+                                    {"shift_average", command.shift_radius},
                                     {"seed", command.seed},
                                     {"model", command.model},
                                     {"architecture", model.architecture},
@@ -274,9 +279,13 @@ int run_eval(const eval_command& command) {
                                     {"seconds", seconds}};
         fmt::print("{}\n", out.dump());
     } else {
-        fmt::print("accuracy {:.2f}% ({} of {} test images)  missing {}  impute {}  seed {}\n",
+        fmt::print("accuracy {:.2f}% ({} of {} test images)  missing {}  impute {}  seed {}{}\n",
                    100.0 * result.accuracy(), result.correct, result.count, missing,
-                   impute_name(command.impute), command.seed);
+                   impute_name(command.impute), command.seed,
+                   command.shift_radius > 0 ? fmt::format("  shift average over {} shifts",
+                                                          (2 * command.shift_radius + 1) *
+                                                              (2 * command.shift_radius + 1))
+                                            : std::string());
         fmt::print("model {} ({}), data {}, {} backend, {:.1f} s\n", command.model,
                    model.architecture, split.name, backend_name(command.backend), seconds);
     }

@@ -33,4 +33,15 @@ inline const CLI::Validator seed_value(
     },
     "UINT64");
 
+// Shift radii: a whole number in [0, 4] (the (2R+1)^2 shifted copies cost that many passes).
+inline const CLI::Validator shift_radius(
+    [](std::string& text) -> std::string {
+        unsigned value = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || end != text.data() + text.size() || value > 4)
+            return "must be a whole number from 0 to 4, got \"" + text + "\"";
+        return {};
+    },
+    "0..4");
+
 }  // namespace tmm::cli

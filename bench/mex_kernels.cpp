@@ -160,56 +160,57 @@ void mex_backward_prepacked(benchmark::State& state) {
     set_counters(state, d, 2);
 }
 
+// The four members of a 2x2 pooling window, each with its own inputs and weights, the
+// weights packed for the forward GEMM.
+struct window_data {
+    static constexpr std::size_t size = 4;
+    std::vector<mex_data> members;
+    std::vector<cpu::detail::aligned_floats> packed{size};
+    std::vector<const float*> ins, weights, logs;  // member by member
+
+    explicit window_data(const benchmark::State& state) {
+        for (std::size_t j = 0; j < size; ++j)
+            members.emplace_back(state.range(0), state.range(1), state.range(2));
+        const mex_data& d = members[0];
+        for (std::size_t j = 0; j < size; ++j) {
+            float* w = packed[j].get(cpu::mex_forward_packed_size(d.inputs, d.outputs));
+            cpu::mex_pack_forward_weights(d.inputs, d.outputs, members[j].weights.data(), w);
+            ins.push_back(members[j].in.data());
+            weights.push_back(w);
+            logs.push_back(members[j].log_weights.data());
+        }
+    }
+};
+
 // A conv fused with the 2x2 product pooling after it: four positions (own inputs, own weights)
 // summed into one window's output, no conv output written. Items: rows of the window.
 void conv_pool_fused(benchmark::State& state) {
-    constexpr std::size_t window = 4;
-    std::vector<mex_data> members;
-    for (std::size_t j = 0; j < window; ++j)
-        members.emplace_back(state.range(0), state.range(1), state.range(2));
-    const mex_data& d = members[0];
-    std::vector<cpu::detail::aligned_floats> packed(window);
-    for (std::size_t j = 0; j < window; ++j)
-        cpu::mex_pack_forward_weights(
-            d.inputs, d.outputs, members[j].weights.data(),
-            packed[j].get(cpu::mex_forward_packed_size(d.inputs, d.outputs)));
+    const window_data window(state);
+    const mex_data& d = window.members[0];
     std::vector<float> pooled(d.rows * d.outputs);
     for (auto _ : state) {
-        for (std::size_t j = 0; j < window; ++j)
-            cpu::mex_forward_packed(d.rows, d.inputs, d.outputs, members[j].in.data(),
-                                    packed[j].data(), members[j].log_weights.data(), nullptr,
-                                    pooled.data(), j > 0);
+        for (std::size_t j = 0; j < window.size; ++j)
+            cpu::mex_forward_packed(d.rows, d.inputs, d.outputs, window.ins[j], window.weights[j],
+                                    window.logs[j], nullptr, pooled.data(), j > 0);
         benchmark::DoNotOptimize(pooled.data());
         benchmark::ClobberMemory();
     }
-    set_counters(state, d, window);
+    set_counters(state, d, window.size);
 }
 
 // The same window through mex_forward_window, inference's kernel: one log per output (the
 // members' logs summed as the log of their product).
 void conv_pool_window(benchmark::State& state) {
-    constexpr std::size_t window = 4;
-    std::vector<mex_data> members;
-    for (std::size_t j = 0; j < window; ++j)
-        members.emplace_back(state.range(0), state.range(1), state.range(2));
-    const mex_data& d = members[0];
-    std::vector<cpu::detail::aligned_floats> packed(window);
-    std::vector<const float*> ins, weights, logs;
-    for (std::size_t j = 0; j < window; ++j) {
-        float* w = packed[j].get(cpu::mex_forward_packed_size(d.inputs, d.outputs));
-        cpu::mex_pack_forward_weights(d.inputs, d.outputs, members[j].weights.data(), w);
-        ins.push_back(members[j].in.data());
-        weights.push_back(w);
-        logs.push_back(members[j].log_weights.data());
-    }
+    const window_data window(state);
+    const mex_data& d = window.members[0];
     std::vector<float> pooled(d.rows * d.outputs);
     for (auto _ : state) {
-        cpu::mex_forward_window(d.rows, d.inputs, d.outputs, window, ins.data(), weights.data(),
-                                logs.data(), pooled.data());
+        cpu::mex_forward_window(d.rows, d.inputs, d.outputs, window.size, window.ins.data(),
+                                window.weights.data(), window.logs.data(), pooled.data());
         benchmark::DoNotOptimize(pooled.data());
         benchmark::ClobberMemory();
     }
-    set_counters(state, d, window);
+    set_counters(state, d, window.size);
 }
 
 // The representation layer at one position: rows patches of s = 4 coordinates (2x2), M = 32

@@ -213,46 +213,44 @@ class latent_tree {
         return q;
     }
 
-    // Writes image `b` of `x` into `out` (plan.pixels() values), observed values unchanged and
-    // each missing value filled from the leaves: drawn from the component that `z` chose for
-    // its patch, or that component's mode.
-    void fill_from(const latent_assignment& z, const observations<T>& x, std::size_t b,
-                   std::span<T> out, completion how, random_source* rng) const {
+    // Writes image `b` of `x` into `out` (plan.pixels() values): observed values unchanged,
+    // each missing one as fill(i, k) for coordinate k of the patch at position i.
+    template <class Fill>
+    void fill_missing(const observations<T>& x, std::size_t b, std::span<T> out,
+                      const Fill& fill) const {
         const int s = plan_.patch_size();
         for (int i = 0; i < plan_.positions(); ++i)
             for (int k = 0; k < s; ++k) {
                 const int pixel = plan_.pixel_of(i, k);
                 if (pixel < 0) continue;
                 const std::size_t index = b * plan_.pixels() + pixel;
-                if (x.is_observed(index)) {
-                    out[pixel] = x.values[index];
-                    continue;
-                }
-                const std::size_t at = std::size_t(z.channels[0][i]) * s + k;
-                out[pixel] = how == completion::sample ? draw_coordinate(at, *rng) : mode(at);
+                out[pixel] = x.is_observed(index) ? x.values[index] : fill(i, k);
             }
     }
 
-    // Writes image `b` of `x` into `out`, each missing value replaced by its expected value
-    // E[x_k | observed] = sum_d P(d_i = d | observed) E[x_k | d] (posteriors from
-    // component_posteriors); a patch's coordinates are independent given its component.
+    // Each missing value filled from the leaves: drawn from the component that `z` chose for
+    // its patch, or that component's mode.
+    void fill_from(const latent_assignment& z, const observations<T>& x, std::size_t b,
+                   std::span<T> out, completion how, random_source* rng) const {
+        const int s = plan_.patch_size();
+        fill_missing(x, b, out, [&](int i, int k) {
+            const std::size_t at = std::size_t(z.channels[0][i]) * s + k;
+            return how == completion::sample ? draw_coordinate(at, *rng) : mode(at);
+        });
+    }
+
+    // Each missing value replaced by its expected value E[x_k | observed] =
+    // sum_d P(d_i = d | observed) E[x_k | d] (posteriors from component_posteriors); a patch's
+    // coordinates are independent given its component.
     void fill_means(std::span<const T> posteriors, const observations<T>& x, std::size_t b,
                     std::span<T> out) const {
         const int s = plan_.patch_size(), m = plan_.components;
-        for (int i = 0; i < plan_.positions(); ++i)
-            for (int k = 0; k < s; ++k) {
-                const int pixel = plan_.pixel_of(i, k);
-                if (pixel < 0) continue;
-                const std::size_t index = b * plan_.pixels() + pixel;
-                if (x.is_observed(index)) {
-                    out[pixel] = x.values[index];
-                    continue;
-                }
-                T sum = 0;
-                for (int d = 0; d < m; ++d)
-                    sum += posteriors[std::size_t(i) * m + d] * mean_of(std::size_t(d) * s + k);
-                out[pixel] = sum;
-            }
+        fill_missing(x, b, out, [&](int i, int k) {
+            T sum = 0;
+            for (int d = 0; d < m; ++d)
+                sum += posteriors[std::size_t(i) * m + d] * mean_of(std::size_t(d) * s + k);
+            return sum;
+        });
     }
 
     // The most likely subtrees below layer `layer_index` when nothing is observed, for the

@@ -108,9 +108,11 @@ std::vector<T> log_marginal(std::span<const T> log_likelihoods, std::span<const 
 
 // Class log-likelihoods summed over the (2r+1)^2 shifts of at most r pixels in each
 // direction, pixels shifted in from outside missing: the published shift-averaged prediction.
-template <class Backend, class T>
-requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
-    const plan& p, const parameters<T>& theta, const observations<T>& x, int radius = 1) {
+// score(batch) gives the class log-likelihoods of a batch (a backend's log_likelihoods, with
+// parameters prepared once by the caller for as many batches as it likes).
+template <class T, class Score>
+std::vector<T> shift_averaged(const plan& p, const observations<T>& x, int radius,
+                              const Score& score) {
     validate(p, x);
     if (radius < 0)
         throw input_error("tmm::shift_averaged_log_likelihoods: the shift radius is " +
@@ -118,30 +120,33 @@ requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
     const std::size_t pixels = p.pixels();
     std::vector<T> values(x.values.size()), total(x.count * p.classes, T(0));
     std::vector<std::uint8_t> observed(x.values.size());
-    with_inference<Backend>(p, theta, [&](const auto& score) {
-        for (int dy = -radius; dy <= radius; ++dy)
-            for (int dx = -radius; dx <= radius; ++dx) {
-                for (std::size_t b = 0; b < x.count; ++b)
-                    for (int r = 0; r < p.height; ++r)
-                        for (int c = 0; c < p.width; ++c)
-                            for (int ch = 0; ch < p.image_channels; ++ch) {
-                                const std::size_t to =
-                                    b * pixels + (std::size_t(r) * p.width + c) * p.image_channels +
-                                    ch;
-                                const int sr = r - dy, sc = c - dx;
-                                const bool inside =
-                                    sr >= 0 && sr < p.height && sc >= 0 && sc < p.width;
-                                const std::size_t from =
-                                    b * pixels +
-                                    (std::size_t(sr) * p.width + sc) * p.image_channels + ch;
-                                values[to] = inside ? x.values[from] : T(0);
-                                observed[to] = inside && x.is_observed(from);
-                            }
-                const auto out = score(observations<T>{x.count, values, observed});
-                for (std::size_t i = 0; i < total.size(); ++i) total[i] += out[i];
-            }
-    });
+    for (int dy = -radius; dy <= radius; ++dy)
+        for (int dx = -radius; dx <= radius; ++dx) {
+            for (std::size_t b = 0; b < x.count; ++b)
+                for (int r = 0; r < p.height; ++r)
+                    for (int c = 0; c < p.width; ++c)
+                        for (int ch = 0; ch < p.image_channels; ++ch) {
+                            const std::size_t to =
+                                b * pixels + (std::size_t(r) * p.width + c) * p.image_channels + ch;
+                            const int sr = r - dy, sc = c - dx;
+                            const bool inside = sr >= 0 && sr < p.height && sc >= 0 && sc < p.width;
+                            const std::size_t from =
+                                b * pixels + (std::size_t(sr) * p.width + sc) * p.image_channels +
+                                ch;
+                            values[to] = inside ? x.values[from] : T(0);
+                            observed[to] = inside && x.is_observed(from);
+                        }
+            const auto out = score(observations<T>{x.count, values, observed});
+            for (std::size_t i = 0; i < total.size(); ++i) total[i] += out[i];
+        }
     return total;
+}
+
+template <class Backend, class T>
+requires backend<Backend, T> std::vector<T> shift_averaged_log_likelihoods(
+    const plan& p, const parameters<T>& theta, const observations<T>& x, int radius = 1) {
+    return with_inference<Backend>(
+        p, theta, [&](const auto& score) { return shift_averaged(p, x, radius, score); });
 }
 
 }  // namespace tmm

@@ -64,6 +64,12 @@ parameters<T> zero_parameters(const plan& p) {
     return result;
 }
 
+// A log-precision must lie below this: the precision exp(log_precision) is then a finite T.
+template <class T>
+T largest_log_precision() {
+    return std::log(std::numeric_limits<T>::max());
+}
+
 // Throws input_error unless `theta` has exactly the arrays `p` needs and every value is
 // allowed: never NaN or +inf; -inf only where it means probability zero (a logit, a conv
 // logit, log P(y)), and never for a whole row, which would leave nothing to normalise.
@@ -95,8 +101,7 @@ void validate(const plan& p, const parameters<T>& theta) {
     };
     check("mean", theta.mean, gaussian ? leaf : 0, 0);
     check("log_precision", theta.log_precision, gaussian ? leaf : 0, 0);
-    // the precision exp(log_precision) must be a finite T
-    const T largest_log = std::log(std::numeric_limits<T>::max());
+    const T largest_log = largest_log_precision<T>();
     for (std::size_t i = 0; i < theta.log_precision.size(); ++i)
         if (theta.log_precision[i] >= largest_log)
             throw input_error("tmm: parameter log_precision[" + std::to_string(i) + "] is " +

@@ -6,6 +6,8 @@
 
 #include <tmm/tmm.hpp>
 
+#include "../reference/oracle.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -14,17 +16,8 @@
 
 namespace tmm_test {
 
-// Mirror-image column pairs: a custom geometry written as a user would.
-struct mirror_columns {
-    template <int Rows, int Cols>
-    static constexpr auto windows() {
-        tmm::window_list<Rows, Cols / 2, 2> list;
-        for (int r = 0; r < Rows; ++r)
-            for (int c = 0; c < Cols / 2; ++c)
-                list.at(r, c) = {r * Cols + c, r * Cols + Cols - 1 - c};
-        return list;
-    }
-};
+// Mirror-image column pairs: a custom geometry written as a user would (oracle.hpp's).
+using oracle::mirror_columns;
 
 constexpr auto small_ht =
     tmm::input<6, 6> | tmm::representation<tmm::gaussians<5>, 2> | tmm::conv<4, tmm::tiled<2, 2>> |
@@ -53,9 +46,12 @@ struct batch {
     std::vector<std::uint8_t> observed;
 };
 
-batch make_batch(const tmm::plan& p, std::size_t count, double missing, std::mt19937_64& rng) {
+// `count` images: Gaussian values of standard deviation `spread` (symbols for categorical
+// leaves), each missing with probability `missing`.
+batch make_batch(const tmm::plan& p, std::size_t count, double missing, std::mt19937_64& rng,
+                 double spread = 0.3) {
     batch b;
-    std::normal_distribution<double> n(0.0, 0.3);
+    std::normal_distribution<double> n(0.0, spread);
     std::uniform_int_distribution<int> symbol(0, std::max(p.values, 1) - 1);
     std::bernoulli_distribution drop(missing);
     for (std::size_t i = 0; i < count * p.pixels(); ++i) {

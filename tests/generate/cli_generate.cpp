@@ -8,19 +8,18 @@
 #include <boost/test/unit_test.hpp>
 
 #include <png.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <tmm/data/idx.hpp>
 #include <tmm/data/missing.hpp>
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/model_file.hpp>
 
+#include "../common/run_program.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,20 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
-std::string read_text(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
+using namespace tmm_test;
 
 // Images whose class is a bright bar at a row of its own, on a dark noisy background.
 tmm::data::dataset bars(std::size_t count, unsigned seed) {
@@ -85,13 +71,9 @@ picture read_png(const fs::path& path) {
     return p;
 }
 
-struct result {
-    int code = -1;
-    std::string out, err;
-};
-
 struct world {
-    fs::path dir, data, model;
+    scratch_dir scratch{"tmm_generate_cli_"};
+    fs::path dir = scratch.path, data, model;
     std::string program;
     tmm::data::dataset train = bars(40, 1), test = bars(12, 2);
 
@@ -99,9 +81,6 @@ struct world {
         const char* env = std::getenv("TMM_CLI");
         BOOST_TEST_REQUIRE(env != nullptr, "TMM_CLI must name the tmm program to test");
         program = env;
-        std::random_device rd;
-        dir = fs::temp_directory_path() /
-              ("tmm_generate_cli_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
         data = dir / "bars";
         model = dir / "model.tmm";
         fs::create_directories(data);
@@ -120,26 +99,8 @@ struct world {
             for (float& v : t) v = logit(rng);
         tmm::save_model(model, p, params, "ht");
     }
-    ~world() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
 
-    result run(const std::string& args) {
-        const fs::path out = dir / "stdout", err = dir / "stderr";
-        const std::string command =
-            quote(program) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
-        const int status = std::system(command.c_str());
-        result r;
-        r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        r.out = read_text(out);
-        r.err = read_text(err);
-        BOOST_TEST_MESSAGE("tmm " << args << "\n  exit " << r.code << "\n  stdout: " << r.out
-                                  << "\n  stderr: " << r.err);
-        BOOST_TEST((r.code == 0 || r.code == 1 || r.code == 2), "exit code " << r.code);
-        BOOST_TEST(!contains(r.err, "terminate called"));
-        return r;
-    }
+    result run(const std::string& args) { return run_program(program, args, dir); }
     std::string file(const std::string& name) const { return quote((dir / name).string()); }
     std::string with_model(const std::string& command) const {
         return command + " --model " + quote(model.string());

@@ -67,16 +67,11 @@ struct images {
 };
 
 images random_images(const tmm::plan& p, std::size_t count, double missing, std::mt19937_64& rng) {
+    batch made = make_batch(p, count, missing, rng, 0.5);
     images b;
     b.count = count;
-    std::normal_distribution<double> n(0.0, 0.5);
-    std::uniform_int_distribution<int> symbol(0, std::max(p.values, 1) - 1);
-    std::bernoulli_distribution drop(missing);
-    for (std::size_t i = 0; i < count * p.pixels(); ++i) {
-        b.values.push_back(p.leaves == tmm::leaf_kind::categorical ? float(symbol(rng))
-                                                                   : float(n(rng)));
-        b.observed.push_back(!drop(rng));
-    }
+    b.values = std::move(made.values);
+    b.observed = std::move(made.observed);
     b.values64.assign(b.values.begin(), b.values.end());
     return b;
 }

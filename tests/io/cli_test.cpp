@@ -9,9 +9,9 @@
 #include <tmm/dsl/decompositions.hpp>
 #include <tmm/io/model_file.hpp>
 
+#include "../common/run_program.hpp"
+
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -27,34 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct scratch_dir {
-    fs::path path;
-    scratch_dir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() /
-               ("tmm_cli_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~scratch_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
-std::string read_text(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
+using namespace tmm_test;
 
 // A data set of `count` images of rows x cols: class c is a bright square at a place of its
 // own on a noisy background, so a few training steps already separate the classes.
@@ -89,11 +62,6 @@ void write_split(const fs::path& dir, int rows, int cols) {
                                  make_images(21, rows, cols, 2));
 }
 
-struct result {
-    int code = -1;
-    std::string out, err;
-};
-
 // Everything the tests share: the program, a data set, and a model trained on it once.
 struct world {
     scratch_dir dir;
@@ -113,21 +81,7 @@ struct world {
 
     // Runs the program with `args`, in the directory `cwd` when given.
     result run(const std::string& args, const fs::path& cwd = {}) {
-        const fs::path out = dir.path / "stdout", err = dir.path / "stderr";
-        const std::string command = (cwd.empty() ? "" : "cd " + quote(cwd.string()) + " && ") +
-                                    quote(program) + " " + args + " >" + quote(out.string()) +
-                                    " 2>" + quote(err.string());
-        const int status = std::system(command.c_str());
-        result r;
-        r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        r.out = read_text(out);
-        r.err = read_text(err);
-        BOOST_TEST_MESSAGE("tmm " << args << "\n  exit " << r.code << "\n  stdout: " << r.out
-                                  << "\n  stderr: " << r.err);
-        // Whatever went wrong, the program reports it: no crash, no uncaught exception.
-        BOOST_TEST((r.code == 0 || r.code == 1 || r.code == 2), "exit code " << r.code);
-        BOOST_TEST(!contains(r.err, "terminate called"));
-        return r;
+        return run_program(program, args, dir.path, cwd);
     }
 };
 

@@ -18,6 +18,13 @@ namespace {
 
 using namespace tmm_test;
 
+// A predicate for BOOST_CHECK_EXCEPTION: the error's message contains `words`.
+auto says(std::string words) {
+    return [words = std::move(words)](const tmm::input_error& e) {
+        return std::string(e.what()).find(words) != std::string::npos;
+    };
+}
+
 // With `marginalised` a layer index, each position of that layer's output is also
 // marginalised with probability 1 - keep, image by image (training's random marginalisation).
 constexpr std::size_t no_layer = std::size_t(-1);
@@ -223,9 +230,7 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     const batch b = make_batch(p, 3, 0.2, rng);
     const tmm::observations<float> x{3, b.values, b.observed};
     const auto refused = [&](tmm::parameters<float> bad, const std::string& words) {
-        const auto names = [&](const tmm::input_error& e) {
-            return std::string(e.what()).find(words) != std::string::npos;
-        };
+        const auto names = says(words);
         BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(p, bad, x), tmm::input_error,
                               names);
         const auto bad64 = tmm::convert_parameters<double>(bad);
@@ -257,10 +262,7 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     auto sharp = theta;
     sharp.log_precision[4] = 89.0f;
     BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(p, sharp, x), tmm::input_error,
-                          [](const tmm::input_error& e) {
-                              return std::string(e.what()).find("log_precision[4] is 89") !=
-                                     std::string::npos;
-                          });
+                          says("log_precision[4] is 89"));
     tmm::parameters<float> g;
     BOOST_CHECK_THROW(tmm::backends::cpu::gradients(
                           p, sharp, x, [](std::span<const float>, std::span<float>) {}, g),
@@ -296,9 +298,7 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     const auto out = tmm::backends::cpu::log_likelihoods(moved, {5, b.values, b.observed});
     // the moved-from network says so
     BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(net, {5, b.values, b.observed}),
-                          tmm::input_error, [](const tmm::input_error& e) {
-                              return std::string(e.what()).find("moved from") != std::string::npos;
-                          });
+                          tmm::input_error, says("moved from"));
     BOOST_REQUIRE_EQUAL(out.size(), exact.size());
     for (std::size_t i = 0; i < out.size(); ++i)
         BOOST_TEST(std::abs(out[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
@@ -306,10 +306,7 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     auto nan_theta = theta;
     nan_theta.theta[2][5] = std::nanf("");
     BOOST_CHECK_EXCEPTION(tmm::backends::cpu::prepare_inference(p, nan_theta), tmm::input_error,
-                          [](const tmm::input_error& e) {
-                              return std::string(e.what()).find("theta[2][5] is NaN") !=
-                                     std::string::npos;
-                          });
+                          says("theta[2][5] is NaN"));
     auto broken_plan = p;
     broken_plan.layers[1].members[0] = 1000;
     BOOST_CHECK_THROW(tmm::backends::cpu::prepare_inference(broken_plan, theta), tmm::input_error);

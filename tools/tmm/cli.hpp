@@ -80,6 +80,10 @@ void check_output_path(const std::filesystem::path& path);
 // tmm::data::parse_missing with its error turned into a usage_error.
 data::missing_spec parse_missing_option(const std::string& text);
 
+// A usage_error when the --missing spec (`text` as given) cannot fit the plan's images: a
+// rectangle wider than the image.
+void check_missing_fits(const data::missing_spec& spec, const std::string& text, const plan& p);
+
 const char* backend_name(backend_kind backend);
 const char* impute_name(impute_kind impute);
 

@@ -99,6 +99,14 @@ data::missing_spec parse_missing_option(const std::string& text) {
     }
 }
 
+void check_missing_fits(const data::missing_spec& spec, const std::string& text, const plan& p) {
+    if (spec.kind == data::missing_kind::rects && (spec.width > p.height || spec.width > p.width))
+        throw usage_error(
+            fmt::format("--missing {}: a {}x{} square does not fit inside a {}x{} "
+                        "image",
+                        text, spec.width, spec.width, p.height, p.width));
+}
+
 const char* backend_name(backend_kind backend) {
     switch (backend) {
         case backend_kind::cpu:
@@ -188,9 +196,7 @@ accuracy_result evaluate_with(const plan& p, const parameters<float>& params,
                 x.observed = std::span<const std::uint8_t>(inputs.observed)
                                  .subspan(first * pixels, n * pixels);
             const std::vector<float> scores =
-                shift_radius > 0
-                    ? shift_averaged_log_likelihoods<Backend>(p, params, x, shift_radius)
-                    : score(x);
+                shift_radius > 0 ? shift_averaged(p, x, shift_radius, score) : score(x);
             const std::vector<int> predicted =
                 predict<float>(scores, std::span<const float>(params.log_prior));
             for (std::size_t b = 0; b < n; ++b) result.correct += predicted[b] == labels[first + b];
@@ -243,11 +249,7 @@ int run_eval(const eval_command& command) {
                                fmt::format("saved as architecture \"{}\" but not for the network "
                                            "this program builds under that name: {}",
                                            model.architecture, d));
-    if (spec.kind == data::missing_kind::rects && (spec.width > p.height || spec.width > p.width))
-        throw usage_error(
-            fmt::format("--missing {}: a {}x{} square does not fit inside a {}x{} "
-                        "image",
-                        command.missing, spec.width, spec.width, p.height, p.width));
+    check_missing_fits(spec, command.missing, p);
 
     const data::split split = load_data(command.data, p, model.architecture);
     const data::dataset& test = split.test;

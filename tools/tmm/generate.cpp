@@ -157,11 +157,7 @@ int run_inpaint(const inpaint_command& given) {
     const completion how = modes.at(command.mode);
     const loaded_model model = load_generative_model(command.model);
     const plan& p = model.structure;
-    if (spec.kind == data::missing_kind::rects && (spec.width > p.height || spec.width > p.width))
-        throw usage_error(
-            fmt::format("--missing {}: a {}x{} square does not fit inside a {}x{} "
-                        "image",
-                        command.missing, spec.width, spec.width, p.height, p.width));
+    check_missing_fits(spec, command.missing, p);
 
     const data::split split = load_data(command.data, p, model.architecture);
     const data::dataset& test = split.test;

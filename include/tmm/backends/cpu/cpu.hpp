@@ -231,7 +231,7 @@ struct cpu {
             return true;
         };
         // and each precision exp(log_precision) a finite float
-        const float largest_log = std::log(std::numeric_limits<float>::max());
+        const float largest_log = largest_log_precision<float>();
         const bool precisions_fit =
             std::all_of(theta.log_precision.begin(), theta.log_precision.end(),
                         [&](float v) { return v < largest_log; });
@@ -416,15 +416,22 @@ struct cpu {
         for (; i < n; ++i) to[i] = from[i];
     }
 
-    // Whether training can skip some images' values at conv layer l, because they are exactly
-    // log 1 = 0 or never read (active_rows says which). Learned weights (rows on the simplex)
-    // are needed where the skipped value must be 0.
-    static bool skips_rows(const plan& p, const observations<float>& x, std::size_t l) {
+    // The reasons for which training may skip images' values at conv layer l, because they
+    // are exactly log 1 = 0 or never read (active_rows says which images). Learned weights
+    // (rows on the simplex) are needed where the skipped value must be 0.
+    struct row_skips {
+        bool below_marginalised = false;  // l <= m: under a marginalised position
+        bool on_marginalised = false;     // l = m + 1: on top of one
+        bool unobserved_patch = false;    // l = 0: a patch with every pixel missing
+        bool any() const { return below_marginalised || on_marginalised || unobserved_patch; }
+    };
+    static row_skips skips_rows(const plan& p, const observations<float>& x, std::size_t l) {
         const layer& ly = p.layers[l];
-        if (ly.kind != layer_kind::conv) return false;
+        if (ly.kind != layer_kind::conv) return {};
         const bool marginalised = !x.kept_positions.empty();
         const std::size_t m = x.marginalized_layer;
-        return (marginalised && l <= m) || (!ly.fixed && ((marginalised && l == m + 1) || l == 0));
+        return {marginalised && l <= m, marginalised && !ly.fixed && l == m + 1,
+                l == 0 && !ly.fixed};
     }
 
     // ancestor[l][j]: the position of the marginalised layer m's output that position j of
@@ -456,20 +463,15 @@ struct cpu {
     static void active_rows(const plan& p, const observations<float>& x, const workspace& ws,
                             std::size_t l, int j, std::size_t rows,
                             std::vector<std::uint32_t>& list) {
-        const layer& ly = p.layers[l];
-        const bool marginalised = !x.kept_positions.empty();
+        const row_skips skips = skips_rows(p, x, l);
         const std::size_t m = x.marginalized_layer;
-        const std::size_t positions = marginalised ? p.layers[m].out_positions() : 0;
-        const int above = marginalised && l <= m ? ws.ancestor[l][std::size_t(j)] : -1;
-        const bool on_marginalised = marginalised && !ly.fixed && l == m + 1;
-        const bool first_conv = l == 0 && !ly.fixed;
-        thread_local std::vector<int> pixels;
-        pixels.clear();
-        if (first_conv)
-            for (int k = 0; k < p.patch_size(); ++k)
-                if (const int pixel = p.pixel_of(j, k); pixel >= 0) pixels.push_back(pixel);
+        const std::size_t positions = x.kept_positions.empty() ? 0 : p.layers[m].out_positions();
+        const int above = skips.below_marginalised ? ws.ancestor[l][std::size_t(j)] : -1;
+        const bool on_marginalised = skips.on_marginalised;
+        const bool first_conv = skips.unobserved_patch;
+        const std::vector<int>& pixels = patch_pixels(p, j);
         list.clear();
-        const std::uint8_t* kept = marginalised ? x.kept_positions.data() : nullptr;
+        const std::uint8_t* kept = x.kept_positions.empty() ? nullptr : x.kept_positions.data();
         const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
         const float* values = x.values.data();
         for (std::size_t b = 0; b < rows; ++b) {
@@ -479,6 +481,7 @@ struct cpu {
                 const std::size_t image = b * std::size_t(p.pixels());
                 bool seen = false;  // an observed pixel: flagged (or no mask) and not NaN
                 for (const int pixel : pixels) {
+                    if (pixel < 0) continue;  // padding
                     const std::size_t at = image + std::size_t(pixel);
                     seen |= (observed == nullptr || observed[at] != 0) & (values[at] == values[at]);
                 }
@@ -530,16 +533,23 @@ struct cpu {
         });
     }
 
-    // The representation at one position: rows x M.
+    // The pixel of each coordinate of the patch at `position` (-1: padding), in a per-thread
+    // buffer that the thread's next call overwrites.
+    static const std::vector<int>& patch_pixels(const plan& p, int position) {
+        thread_local std::vector<int> pixels;
+        pixels.resize(std::size_t(p.patch_size()));
+        for (int k = 0; k < p.patch_size(); ++k) pixels[k] = p.pixel_of(position, k);
+        return pixels;
+    }
+
+    // The representation at one position: rows x M, of images first + b, or first + images[b]
+    // when a list of images is given.
     static void representation_at(const plan& p, const prepared& prep, const observations<float>& x,
                                   std::size_t first, std::size_t rows, std::size_t position,
-                                  float* out) {
-        const int s = p.patch_size();
-        thread_local std::vector<int> pixels;
-        pixels.resize(s);
-        for (int k = 0; k < s; ++k) pixels[k] = p.pixel_of(int(position), k);
-        cpu_kernels::leaf_log_densities(prep.tables, x, first, rows, pixels.data(),
-                                        std::size_t(p.pixels()), out);
+                                  float* out, const std::uint32_t* images = nullptr) {
+        cpu_kernels::leaf_log_densities(prep.tables, x, first, rows,
+                                        patch_pixels(p, int(position)).data(),
+                                        std::size_t(p.pixels()), out, images);
     }
 
     // f(i) for i < n, in parallel (oneTBB) or in order.
@@ -577,7 +587,7 @@ struct cpu {
         ws.compact_in.resize(p.layers.size());
         if (keep_conv_outputs) {
             for (std::size_t l = 0; l < p.layers.size(); ++l)
-                if (skips_rows(p, x, l)) {
+                if (skips_rows(p, x, l).any()) {
                     const layer& ly = p.layers[l];
                     ws.compacted[l] = 1;
                     ws.active[l].resize(std::size_t(ly.in_positions()));
@@ -638,12 +648,8 @@ struct cpu {
                 const std::size_t r = list.size();
                 const float* source = in.data() + j * rows * ic;
                 if (l == 0) {
-                    thread_local std::vector<int> pixels;
-                    pixels.resize(std::size_t(p.patch_size()));
-                    for (int k = 0; k < p.patch_size(); ++k) pixels[k] = p.pixel_of(j, k);
-                    cpu_kernels::leaf_log_densities(prep.tables, x, first, r, pixels.data(),
-                                                    std::size_t(p.pixels()),
-                                                    ws.acts[0].data() + j * rows * ic, list.data());
+                    representation_at(p, prep, x, first, r, std::size_t(j),
+                                      ws.acts[0].data() + j * rows * ic, list.data());
                 } else if (r < rows) {
                     float* compact = ws.compact_in[l].data() + j * rows * ic;
                     gather_rows(in.data() + j * rows * ic, list, ic, compact);

@@ -7,16 +7,11 @@
 // Run: build/bench/bench_fma_peak --benchmark_repetitions=5 --benchmark_report_aggregates_only
 #include <benchmark/benchmark.h>
 
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include <tmm/detail/xsimd_warnings_push.hpp>  // GCC 12 and AVX-512, see there
+
 #include <xsimd/xsimd.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+
+#include <tmm/detail/xsimd_warnings_pop.hpp>
 
 #include <cstdint>
 #include <string>

@@ -3,12 +3,7 @@
 // generative term, with weight decay on exp(theta)^2 and random marginalisation of pixels.
 #pragma once
 
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../detail/xsimd_warnings_push.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -446,6 +441,4 @@ void fit(const plan& p, parameters<float>& theta, const labelled_images& data,
 
 }  // namespace tmm
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../detail/xsimd_warnings_pop.hpp"

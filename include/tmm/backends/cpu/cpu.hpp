@@ -5,12 +5,7 @@
 // so results do not depend on the number of threads.
 #pragma once
 
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../../detail/xsimd_warnings_push.hpp"
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -969,8 +964,6 @@ inline std::vector<float> cpu::log_likelihoods(const prepared_network& net,
 
 }  // namespace tmm::backends
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../../detail/xsimd_warnings_pop.hpp"
 
 #include "upward.hpp"

@@ -2,12 +2,7 @@
 // The representation layer of the CPU backend as a single-threaded float32 kernel: the leaves'
 // log-densities at one position for a block of images, vectorised over the components.
 
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../../detail/xsimd_warnings_push.hpp"
 
 #include <xsimd/xsimd.hpp>
 
@@ -109,6 +104,4 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
 
 }  // namespace tmm::backends::cpu_kernels
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../../detail/xsimd_warnings_pop.hpp"

@@ -3,13 +3,7 @@
 // out[b,o] = log sum_i W[o,i] exp(in[b,i]) as a max-shifted GEMM with an exact logsumexp
 // fallback where the GEMM underflows, and its backward pass (design.md sections 1, 3, 4).
 
-// GCC 12 reports the _mm512_undefined_ps idiom inside its own AVX-512 intrinsics as
-// -W(maybe-)uninitialized once they are inlined (GCC bug 105593, fixed in 12.3); silence it here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../../detail/xsimd_warnings_push.hpp"
 
 #include <xsimd/xsimd.hpp>
 
@@ -1014,6 +1008,4 @@ inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const f
 
 }  // namespace tmm::backends::cpu_kernels
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../../detail/xsimd_warnings_pop.hpp"

@@ -6,12 +6,7 @@
 // product over log W^T. Included at the end of cpu.hpp, which declares the members defined here.
 #pragma once
 
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../../detail/xsimd_warnings_push.hpp"
 
 #include <xsimd/xsimd.hpp>
 
@@ -248,6 +243,4 @@ inline void cpu::layer_values(const plan& p, const parameters<float>& theta,
 
 }  // namespace tmm::backends
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../../detail/xsimd_warnings_pop.hpp"

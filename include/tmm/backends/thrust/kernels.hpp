@@ -20,16 +20,11 @@
 #define TMM_THRUST_HD
 // On a CPU device system the inner loops use xsimd: without it GCC at -O2 leaves the
 // float reductions scalar (it may not reassociate them).
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 warns about its own AVX-512 intrinsics once xsimd inlines them (bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../../detail/xsimd_warnings_push.hpp"  // GCC 12 and AVX-512, see there
+
 #include <xsimd/xsimd.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+
+#include "../../detail/xsimd_warnings_pop.hpp"
 #endif
 
 namespace tmm::backends::thrust_kernels {

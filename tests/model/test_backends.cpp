@@ -18,6 +18,14 @@ namespace {
 
 using namespace tmm_test;
 
+// Float32 log-likelihoods against float64 ones: 1e-4 relative; a log-likelihood near 0 (little
+// observed) is compared to 1e-4 absolute.
+void check_close(const std::vector<float>& fast, const std::vector<double>& exact) {
+    BOOST_REQUIRE_EQUAL(fast.size(), exact.size());
+    for (std::size_t i = 0; i < fast.size(); ++i)
+        BOOST_TEST(std::abs(fast[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+}
+
 // A predicate for BOOST_CHECK_EXCEPTION: the error's message contains `words`.
 auto says(std::string words) {
     return [words = std::move(words)](const tmm::input_error& e) {
@@ -52,16 +60,11 @@ void check_agreement(Net net, std::size_t count, double missing, std::uint64_t s
     }
     const auto fast = tmm::backends::cpu::log_likelihoods(p, theta, x);
     const auto exact = tmm::backends::reference::log_likelihoods(p, theta64, x64);
-    BOOST_REQUIRE_EQUAL(fast.size(), exact.size());
-    // 1e-4 relative; a log-likelihood near 0 (little observed) is compared to 1e-4 absolute
-    for (std::size_t i = 0; i < fast.size(); ++i)
-        BOOST_TEST(std::abs(fast[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+    check_close(fast, exact);
     // the same with the parameters prepared once (prepare_inference)
     const auto prepared_net = tmm::backends::cpu::prepare_inference(p, theta);
     const auto prepared = tmm::backends::cpu::log_likelihoods(prepared_net, x);
-    BOOST_REQUIRE_EQUAL(prepared.size(), exact.size());
-    for (std::size_t i = 0; i < prepared.size(); ++i)
-        BOOST_TEST(std::abs(prepared[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+    check_close(prepared, exact);
 
     // gradients of a random linear loss sum_{b,y} c[b,y] out[b,y]
     std::vector<double> c(fast.size());
@@ -299,9 +302,7 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     // the moved-from network says so
     BOOST_CHECK_EXCEPTION(tmm::backends::cpu::log_likelihoods(net, {5, b.values, b.observed}),
                           tmm::input_error, says("moved from"));
-    BOOST_REQUIRE_EQUAL(out.size(), exact.size());
-    for (std::size_t i = 0; i < out.size(); ++i)
-        BOOST_TEST(std::abs(out[i] - exact[i]) <= 1e-4 * std::max(1.0, std::abs(exact[i])));
+    check_close(out, exact);
 
     auto nan_theta = theta;
     nan_theta.theta[2][5] = std::nanf("");

@@ -260,6 +260,107 @@ BOOST_AUTO_TEST_CASE(leaf_log_densities_match_the_formulas) {
     }
 }
 
+// Inference's first conv over Gaussian leaves (mex_forward_window_from_leaves): the members'
+// inputs are the leaves' log-densities, computed from the pixels as they are packed. Against
+// the window's formula in double: L[b,d] summed over the observed coordinates of the member's
+// patch, then sum over members of log sum_d W[o,d] exp(L[b,d]). Rows past a vector and past a
+// chunk of 128, padded and missing coordinates (mask 0 or NaN), and sharp leaves whose
+// log-densities are hundreds apart, so that the GEMM underflows and the exact path answers.
+BOOST_AUTO_TEST_CASE(window_from_leaves_matches_the_oracle) {
+    std::mt19937 rng(15);
+    // rows, M, O, members, coordinates per patch
+    const std::size_t shapes[][5] = {{1, 1, 1, 1, 1},     {13, 5, 3, 2, 4},   {64, 32, 64, 4, 4},
+                                     {130, 32, 17, 3, 4}, {40, 13, 40, 4, 9}, {17, 8, 16, 1, 16},
+                                     {33, 20, 10, 2, 3}};
+    const std::size_t pixels = 40, first = 3;
+    for (const bool sharp : {false, true}) {
+        for (const auto& shape : shapes) {
+            const std::size_t rows = shape[0], M = shape[1], O = shape[2], count = shape[3],
+                              s = shape[4];
+            std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+            std::uniform_int_distribution<int> pixel(-1, int(pixels) - 1);
+            const std::size_t images = first + rows + 2;
+            std::vector<float> values(images * pixels);
+            std::vector<std::uint8_t> observed(images * pixels);
+            for (std::size_t i = 0; i < values.size(); ++i) {
+                values[i] = 0.5f * u(rng);
+                observed[i] = u(rng) > -0.2f;
+                if (u(rng) > 0.9f) values[i] = std::nanf("");
+            }
+            std::vector<float> mean(s * M), half_log(s * M), half_precision(s * M);
+            for (auto& x : mean) x = 0.5f * u(rng);
+            for (auto& x : half_log) x = u(rng);
+            for (auto& x : half_precision) x = sharp ? 2000.0f * (1.2f + u(rng)) : 1.5f + u(rng);
+            kernels::leaf_tables t;
+            t.components = M, t.coordinates = s, t.gaussian = true;
+            t.mean_t = mean.data(), t.half_log_precision_t = half_log.data();
+            t.half_precision_t = half_precision.data();
+            std::vector<std::vector<int>> patches(count, std::vector<int>(s));
+            std::vector<member> members;
+            for (std::size_t j = 0; j < count; ++j) {
+                for (auto& c : patches[j]) c = pixel(rng);
+                members.push_back(random_member(1, M, O, rng));  // its weights only
+            }
+            // the oracle
+            std::vector<double> want(rows * O, 0.0);
+            for (std::size_t j = 0; j < count; ++j)
+                for (std::size_t b = 0; b < rows; ++b) {
+                    std::vector<double> L(M, 0.0);
+                    for (std::size_t k = 0; k < s; ++k) {
+                        const int q = patches[j][k];
+                        if (q < 0) continue;
+                        const std::size_t index = (first + b) * pixels + std::size_t(q);
+                        const double v = values[index];
+                        if (!observed[index] || std::isnan(v)) continue;
+                        for (std::size_t d = 0; d < M; ++d)
+                            L[d] += half_log[k * M + d] - half_precision[k * M + d] *
+                                                              (v - mean[k * M + d]) *
+                                                              (v - mean[k * M + d]);
+                    }
+                    for (std::size_t o = 0; o < O; ++o) {
+                        double top = minus_infinity;
+                        for (std::size_t d = 0; d < M; ++d)
+                            if (members[j].weights[o * M + d] > 0) top = std::max(top, L[d]);
+                        double sum = 0;
+                        for (std::size_t d = 0; d < M; ++d)
+                            if (members[j].weights[o * M + d] > 0)
+                                sum += std::exp(L[d] - top +
+                                                double(members[j].log_weights[o * M + d]));
+                        want[b * O + o] += top + std::log(sum);
+                    }
+                }
+            std::vector<kernels::detail::aligned_floats> packed(count);
+            std::vector<const float*> weights, logs;
+            std::vector<const int*> patch_pixels;
+            for (std::size_t j = 0; j < count; ++j) {
+                float* w = packed[j].get(kernels::mex_forward_packed_size(M, O));
+                kernels::mex_pack_forward_weights(M, O, members[j].weights.data(), w);
+                weights.push_back(w);
+                logs.push_back(members[j].log_weights.data());
+                patch_pixels.push_back(patches[j].data());
+            }
+            const tmm::observations<float> x(images, values, observed);
+            std::vector<float> by_pixel;
+            const std::size_t stride = kernels::pixel_major(x, first, rows, pixels, by_pixel);
+            std::vector<float> pooled(rows * O, 12345.0f);
+            kernels::mex_forward_window_from_leaves(rows, O, count, t, by_pixel.data(), stride,
+                                                    patch_pixels.data(), weights.data(),
+                                                    logs.data(), pooled.data());
+            std::size_t bad = 0;
+            for (std::size_t e = 0; e < want.size(); ++e) {
+                const double g = pooled[e], w = want[e];
+                const bool ok =
+                    std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+                if (!ok && bad++ < 5)
+                    BOOST_ERROR(shape_name(rows, M, O, count)
+                                << (sharp ? " sharp" : "") << " entry " << e << ": got " << g
+                                << ", want " << w);
+            }
+            BOOST_TEST(bad == 0u, shape_name(rows, M, O, count) << ": " << bad << " bad entries");
+        }
+    }
+}
+
 constexpr auto small_ht =
     tmm::input<6, 6> | tmm::representation<tmm::gaussians<5>, 2> | tmm::conv<4, tmm::tiled<2, 2>> |
     tmm::product_pool<tmm::window<2, 2>, tmm::pad_missing> | tmm::conv<6> |

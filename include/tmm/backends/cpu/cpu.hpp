@@ -391,6 +391,8 @@ struct cpu {
         // and the conv outputs (acts[l + 1]) when only the backward pass reads them.
         std::vector<std::uint8_t> compact_outputs;
         std::vector<std::vector<float>> compact_in;
+        // Inference over Gaussian leaves: the tile's pixels, pixel-major (pixel_major())
+        std::vector<float> pixels;
     };
 
     // to[i] += from[i] and to[i] = from[i] for i < n, vectorised (n is not known at compile
@@ -691,12 +693,20 @@ struct cpu {
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
             ws.compact_outputs[l] = keep_conv_outputs && ws.compacted[l];
             if (!keep_conv_outputs) {
-                // inference: one call per window, one log per output
+                // inference: one call per window, one log per output. Over Gaussian leaves the
+                // first conv computes its inputs from the tile's pixels as it packs them.
+                const bool from_leaves = l == 0 && fused_representation && prep.tables.gaussian;
+                const std::size_t stride =
+                    from_leaves ? cpu_kernels::pixel_major(x, first, rows, std::size_t(p.pixels()),
+                                                           ws.pixels)
+                                : 0;
                 for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
                     thread_local std::vector<const float*> ins, packed, logs;
                     thread_local std::vector<float> reps;
-                    ins.clear(), packed.clear(), logs.clear();
-                    if (l == 0 && fused_representation)
+                    thread_local std::vector<int> member_pixels;
+                    thread_local std::vector<const int*> patches;
+                    ins.clear(), packed.clear(), logs.clear(), member_pixels.clear();
+                    if (l == 0 && fused_representation && !from_leaves)
                         reps.resize(std::size_t(pool.window_size) * rows * ic);
                     for (int slot = 0; slot < pool.window_size; ++slot) {
                         const int j = pool.members[window * pool.window_size + slot];
@@ -705,7 +715,10 @@ struct cpu {
                         if (l == 0 && prep.is_padded(std::size_t(j))) continue;
                         const std::size_t set = ly.set_of_position[j];
                         const float* source = in.data() + j * rows * ic;
-                        if (l == 0 && fused_representation) {
+                        if (from_leaves) {
+                            for (int k = 0; k < p.patch_size(); ++k)
+                                member_pixels.push_back(p.pixel_of(j, k));
+                        } else if (l == 0 && fused_representation) {
                             float* rep = reps.data() + ins.size() * rows * ic;
                             representation_at(p, prep, x, first, rows, j, rep);
                             source = rep;
@@ -714,9 +727,18 @@ struct cpu {
                         packed.push_back(w.forward(set));
                         logs.push_back(w.log.data() + set * oc * ic);
                     }
-                    cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
-                                                    packed.data(), logs.data(),
-                                                    pooled.data() + window * rows * oc);
+                    float* dst = pooled.data() + window * rows * oc;
+                    if (from_leaves) {
+                        patches.clear();
+                        for (std::size_t i = 0; i < ins.size(); ++i)
+                            patches.push_back(member_pixels.data() + i * p.patch_size());
+                        cpu_kernels::mex_forward_window_from_leaves(
+                            rows, oc, ins.size(), prep.tables, ws.pixels.data(), stride,
+                            patches.data(), packed.data(), logs.data(), dst);
+                    } else {
+                        cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
+                                                        packed.data(), logs.data(), dst);
+                    }
                 });
                 marginalize_positions(p, x, l + 1, first, rows, pooled);
                 ++l;

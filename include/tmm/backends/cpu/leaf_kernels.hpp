@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <vector>
 
 #include "../../observations.hpp"
 #include "mex_kernels.hpp"
@@ -100,6 +102,221 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
             }
         }
     }
+}
+
+// The pixels of images [first, first + rows) pixel by pixel: pixel q of image first + b at
+// out[q * stride + b], stride = rows rounded up to whole vectors; NaN where the pixel is
+// missing (flagged missing, or NaN in x) and in the padding rows. The leaves' kernels below
+// read a patch's coordinates for a vector of images from it with plain loads.
+inline std::size_t pixel_major(const observations<float>& x, std::size_t first, std::size_t rows,
+                               std::size_t pixels_per_image, std::vector<float>& out) {
+    constexpr std::size_t lanes = detail::mex_lanes;
+    const float missing = std::numeric_limits<float>::quiet_NaN();
+    const std::size_t stride = detail::round_up(rows, lanes);
+    out.resize(pixels_per_image * stride);
+    const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
+    const float* values = x.values.data();
+    // lanes x lanes tiles: each image's pixels read in order (the prefetchers follow a few
+    // images' lines) and masked without branches (missing pixels are often random), then
+    // turned around through a small tile
+    using batch = detail::mex_batch;
+    alignas(64) float tile[lanes][lanes];
+    alignas(64) float seen[lanes];
+    for (std::size_t b0 = 0; b0 < stride; b0 += lanes) {
+        const std::size_t height = std::min(lanes, rows > b0 ? rows - b0 : 0);
+        for (std::size_t q0 = 0; q0 < pixels_per_image; q0 += lanes) {
+            const std::size_t width = std::min(lanes, pixels_per_image - q0);
+            for (std::size_t b = 0; b < lanes; ++b) {
+                if (b >= height) {
+                    batch(missing).store_aligned(tile[b]);
+                    continue;
+                }
+                const std::size_t image = (first + b0 + b) * pixels_per_image + q0;
+                const batch v = width == lanes ? batch::load_unaligned(values + image)
+                                               : detail::load_partial(values + image, width, 0.0f);
+                for (std::size_t q = 0; q < lanes; ++q)
+                    seen[q] = observed == nullptr || (q < width && observed[image + q] != 0);
+                xsimd::select(batch::load_aligned(seen) != batch(0.0f), v, batch(missing))
+                    .store_aligned(tile[b]);
+            }
+            for (std::size_t q = 0; q < width; ++q) {
+                float* column = out.data() + (q0 + q) * stride + b0;
+                for (std::size_t b = 0; b < lanes; ++b) column[b] = tile[b][q];
+            }
+        }
+    }
+    return stride;
+}
+
+namespace detail {
+
+// The first conv's inputs, the Gaussian leaves' log-densities, computed image-vectorised from
+// pixel_major() as the forward GEMM packs them (a source for mex_forward_window_panels): no
+// rows x M representation is written, read back and transposed. Member j's patch has the
+// coordinates coordinates[j][0 .. counts[j]) (padding left out) at pixels pixels[j][..].
+struct gaussian_window_leaves {
+    const leaf_tables* tables;
+    const float* pixels_by_image;  // pixel_major()'s out, for the rows of the call
+    std::size_t stride;            // and its stride
+    const std::uint32_t* const* coordinates;
+    const std::uint32_t* const* pixels;
+    const std::size_t* counts;
+    float* log_columns;  // M x log_stride: the last chunk's log-densities L[b, d]
+    std::size_t log_stride;
+    float* row;  // M floats: log_row's gathered row
+
+    // L[b, d] = sum over the observed coordinates k of (rho - log 2 pi) / 2 - lambda (v - mu)^2
+    // / 2, m_b = max_d L[b, d], E[b, d] = exp(L[b, d] - m_b) in the packed A layout (pack_a:
+    // blocks of mex_mr rows, k-major), rows [row0, row0 + chunk) of member j.
+    void shift_and_pack(std::size_t j, std::size_t row0, std::size_t chunk, float* packed_e,
+                        float* m) const {
+        constexpr std::size_t lanes = mex_lanes, d_block = 8;
+        const std::size_t M = tables->components, n = counts[j];
+        const std::size_t packed_rows = round_up(chunk, mex_mr);
+        const float* mean = tables->mean_t;
+        const float* half_log_precision = tables->half_log_precision_t;
+        const float* half_precision = tables->half_precision_t;
+        alignas(64) float lane_numbers[lanes];
+        for (std::size_t q = 0; q < lanes; ++q) lane_numbers[q] = float(q);
+        const mex_batch lane_index = mex_batch::load_aligned(lane_numbers);
+        // per coordinate: v where observed, else 0, and o = 1 where observed, else 0
+        thread_local std::vector<mex_batch> values, seen;
+        values.resize(n), seen.resize(n);
+        for (std::size_t b0 = 0; b0 < chunk; b0 += lanes) {
+            for (std::size_t c = 0; c < n; ++c) {
+                const mex_batch v =
+                    mex_batch::load_unaligned(pixels_by_image + pixels[j][c] * stride + row0 + b0);
+                const auto observed = v == v;
+                values[c] = xsimd::select(observed, v, mex_batch(0.0f));
+                seen[c] = xsimd::select(observed, mex_batch(1.0f), mex_batch(0.0f));
+            }
+            // d_block components at a time, their sums in registers:
+            // dd = o (v - mu), L += o (rho - log 2 pi) / 2 - (lambda / 2) dd^2
+            mex_batch top(mex_minus_infinity);
+            for (std::size_t d0 = 0; d0 < M; d0 += d_block) {
+                const std::size_t width = std::min(d_block, M - d0);
+                mex_batch acc[d_block];
+                for (std::size_t d = 0; d < d_block; ++d) acc[d] = mex_batch(0.0f);
+                for (std::size_t c = 0; c < n; ++c) {
+                    const std::size_t at = coordinates[j][c] * M + d0;
+                    const mex_batch v = values[c], o = seen[c];
+                    if (width == d_block) {
+#pragma GCC unroll 8
+                        for (std::size_t d = 0; d < d_block; ++d) {
+                            const mex_batch dd = xsimd::fnma(o, mex_batch(mean[at + d]), v);
+                            acc[d] = xsimd::fnma(
+                                mex_batch(half_precision[at + d]) * dd, dd,
+                                xsimd::fma(o, mex_batch(half_log_precision[at + d]), acc[d]));
+                        }
+                    } else {
+                        for (std::size_t d = 0; d < width; ++d) {
+                            const mex_batch dd = xsimd::fnma(o, mex_batch(mean[at + d]), v);
+                            acc[d] = xsimd::fnma(
+                                mex_batch(half_precision[at + d]) * dd, dd,
+                                xsimd::fma(o, mex_batch(half_log_precision[at + d]), acc[d]));
+                        }
+                    }
+                }
+                for (std::size_t d = 0; d < width; ++d) {
+                    acc[d].store_aligned(log_columns + (d0 + d) * log_stride + b0);
+                    top = xsimd::max(top, acc[d]);
+                }
+            }
+            alignas(64) float top_lanes[lanes];
+            top.store_aligned(top_lanes);
+            for (std::size_t q = 0; q < lanes && b0 + q < chunk; ++q) m[b0 + q] = top_lanes[q];
+            // E, zero in the rows past the chunk (the packed layout's padding)
+            const auto inside = lane_index < mex_batch(float(chunk - b0));
+            for (std::size_t d = 0; d < M; ++d) {
+                const mex_batch e = xsimd::select(
+                    inside,
+                    xsimd::exp(mex_batch::load_aligned(log_columns + d * log_stride + b0) - top),
+                    mex_batch(0.0f));
+                store_packed(e, packed_e, M, packed_rows, b0, d);
+            }
+        }
+    }
+
+    // member j's log-values at row row0 + b (after shift_and_pack(j, row0, ...))
+    const float* log_row(std::size_t, std::size_t, std::size_t b) const {
+        for (std::size_t d = 0; d < tables->components; ++d)
+            row[d] = log_columns[d * log_stride + b];
+        return row;
+    }
+
+  private:
+    // Lanes q of e (rows b0 + q) into column d of the packed A layout, rows < packed_rows.
+    static void store_packed(const mex_batch& e, float* packed_e, std::size_t M,
+                             std::size_t packed_rows, std::size_t b0, std::size_t d) {
+#if defined(__AVX512F__)
+        if constexpr (mex_lanes == 16 && mex_mr == 8) {
+            // b0 is a multiple of 16: lanes 0-7 are block b0 / 8, lanes 8-15 the next
+            const __m512d both = _mm512_castps_pd(e);
+            _mm256_storeu_ps(packed_e + b0 * M + d * 8,
+                             _mm256_castpd_ps(_mm512_castpd512_pd256(both)));
+            if (b0 + 8 < packed_rows)
+                _mm256_storeu_ps(packed_e + (b0 + 8) * M + d * 8,
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(both, 1)));
+            return;
+        }
+#endif
+        alignas(64) float lanes[mex_lanes];
+        e.store_aligned(lanes);
+        for (std::size_t q = 0; q < mex_lanes && b0 + q < packed_rows; ++q) {
+            const std::size_t b = b0 + q;
+            packed_e[(b / mex_mr) * mex_mr * M + d * mex_mr + b % mex_mr] = lanes[q];
+        }
+    }
+};
+
+}  // namespace detail
+
+// A fused conv + pooling window whose conv is the first layer over Gaussian leaves (see
+// mex_forward_window): the members' inputs are the leaves' log-densities at their patches,
+// computed from pixel_major()'s pixels (stride: its return value) as they are packed. Member
+// j's patch: its coordinates' pixels patch_pixels[j][k], k < t.coordinates (-1: padding).
+inline void mex_forward_window_from_leaves(std::size_t rows, std::size_t O, std::size_t count,
+                                           const leaf_tables& t, const float* pixels_by_image,
+                                           std::size_t stride, const int* const* patch_pixels,
+                                           const float* const* packed_w_t,
+                                           const float* const* log_weights, float* pooled) {
+    const std::size_t M = t.components;
+    if (rows == 0 || O == 0) return;
+    if (count == 0 || M == 0) {
+        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
+        return;
+    }
+    // the observable coordinates of each member's patch
+    thread_local std::vector<std::uint32_t> coordinates, pixels;
+    thread_local std::vector<const std::uint32_t*> coordinate_lists, pixel_lists;
+    thread_local std::vector<std::size_t> counts;
+    coordinates.clear(), pixels.clear(), counts.assign(count, 0);
+    for (std::size_t j = 0; j < count; ++j)
+        for (std::size_t k = 0; k < t.coordinates; ++k)
+            if (patch_pixels[j][k] >= 0) {
+                coordinates.push_back(std::uint32_t(k));
+                pixels.push_back(std::uint32_t(patch_pixels[j][k]));
+                ++counts[j];
+            }
+    coordinate_lists.resize(count), pixel_lists.resize(count);
+    for (std::size_t j = 0, at = 0; j < count; at += counts[j], ++j)
+        coordinate_lists[j] = coordinates.data() + at, pixel_lists[j] = pixels.data() + at;
+    const std::size_t log_stride =
+        detail::round_up(std::min(rows, detail::mex_rows_per_chunk), detail::mex_lanes);
+    thread_local detail::aligned_floats log_columns, row;
+    const detail::gaussian_window_leaves source{&t,
+                                                pixels_by_image,
+                                                stride,
+                                                coordinate_lists.data(),
+                                                pixel_lists.data(),
+                                                counts.data(),
+                                                log_columns.get(M * log_stride),
+                                                log_stride,
+                                                row.get(M)};
+    detail::with_panel_vectors(O, [&](auto nv) {
+        detail::mex_forward_window_panels<decltype(nv)::value>(rows, M, O, count, source,
+                                                               packed_w_t, log_weights, pooled);
+    });
 }
 
 }  // namespace tmm::backends::cpu_kernels

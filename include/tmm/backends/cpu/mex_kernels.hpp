@@ -424,14 +424,11 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
     return f(std::integral_constant<std::size_t, mex_nv>{});
 }
 
-// The forward GEMM of one chunk of rows: m[b] = max_i in[b,i] and S = E W^T (leading
-// dimension o_padded) with E[b,i] = exp(in[b,i] - m_b), written straight into the packed A
-// layout (packed_e); E's rows are at most 1 and sum to at least 1. A row of -inf gives m = -inf
-// and S = 0.
-template <std::size_t NV>
-void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
-                      const float* packed_w_t, float* packed_e, float* m, float* s,
-                      std::size_t o_padded) {
+// The forward GEMM's A operand for one chunk of rows: m[b] = max_i in[b,i] and E[b,i] =
+// exp(in[b,i] - m_b), written straight into the packed A layout (packed_e); E's rows are at
+// most 1 and sum to at least 1. A row of -inf gives m = -inf and a zero row of E.
+inline void shift_and_pack_rows(std::size_t chunk, std::size_t I, const float* in_chunk,
+                                float* packed_e, float* m) {
     for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
     pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
         if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
@@ -441,8 +438,35 @@ void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const flo
                                               : load_partial(x, width, mex_minus_infinity)) -
                           mex_batch(m[b]));
     });
+}
+
+// The forward GEMM of one chunk of rows: m and E as shift_and_pack_rows, and S = E W^T
+// (leading dimension o_padded).
+template <std::size_t NV>
+void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
+                      const float* packed_w_t, float* packed_e, float* m, float* s,
+                      std::size_t o_padded) {
+    shift_and_pack_rows(chunk, I, in_chunk, packed_e, m);
     gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
 }
+
+// The members' inputs of a fused conv + pooling window held as rows of log-values in memory
+// (ins[j]: rows x I, row-major). Another source (the leaves' log-densities computed as they
+// are packed, leaf_kernels.hpp) provides the same two calls.
+struct window_rows {
+    const float* const* ins;
+    std::size_t I;
+    // m and packed E (shift_and_pack_rows) of rows [row0, row0 + chunk) of member j
+    void shift_and_pack(std::size_t j, std::size_t row0, std::size_t chunk, float* packed_e,
+                        float* m) const {
+        shift_and_pack_rows(chunk, I, ins[j] + row0 * I, packed_e, m);
+    }
+    // member j's log-values at row row0 + b, for the exact fallback: valid after
+    // shift_and_pack(j, row0, ...) until the next call
+    const float* log_row(std::size_t j, std::size_t row0, std::size_t b) const {
+        return ins[j] + (row0 + b) * I;
+    }
+};
 
 // Below this a factor S, or the running product P, leaves the product for the log-space sum
 // (see mex_forward_window_panels): two factors of at least 2^-40 multiply to a normal float.
@@ -455,9 +479,10 @@ inline constexpr float mex_product_floor = 0x1p-40f;
 // and L, the log-space rest: log S_j for smaller S_j above the fallback threshold, exact_j - m_j
 // for S_j below it (the exact logsumexp, as in mex_forward_panels), and log P whenever P drops
 // below the floor (then P restarts at 1). The window's output is M + L + log P.
-template <std::size_t NV>
+// The members' inputs come from `source` (window_rows, or leaf_kernels.hpp's leaves).
+template <std::size_t NV, class Source>
 void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
-                               const float* const* ins, const float* const* packed_w_t,
+                               const Source& source, const float* const* packed_w_t,
                                const float* const* log_weights, float* pooled) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
@@ -483,8 +508,8 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
         std::fill_n(shift_sum, chunk, 0.0f);
         rest_rows.assign(chunk, 0);
         for (std::size_t j = 0; j < count; ++j) {
-            const float* in_chunk = ins[j] + row0 * I;
-            shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t[j], packed_e, m, s, o_padded);
+            source.shift_and_pack(j, row0, chunk, packed_e, m);
+            gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t[j], s, o_padded, false);
             for (std::size_t b = 0; b < chunk; ++b) {
                 shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
                 if (shift_sum[b] == mex_minus_infinity) continue;
@@ -526,7 +551,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                                 for (std::size_t q = 0; q < width; ++q)
                                     if (s_lanes[q] < threshold)
                                         l_lanes[q] +=
-                                            exact_log_sum_exp(in_chunk + b * I,
+                                            exact_log_sum_exp(source.log_row(j, row0, b),
                                                               log_weights[j] + (o0 + q) * I, I) -
                                             m[b];
                                 l_vec = mex_batch::load_aligned(l_lanes);
@@ -938,8 +963,8 @@ inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, s
         return;
     }
     detail::with_panel_vectors(O, [&](auto nv) {
-        detail::mex_forward_window_panels<decltype(nv)::value>(rows, I, O, count, ins, packed_w_t,
-                                                               log_weights, pooled);
+        detail::mex_forward_window_panels<decltype(nv)::value>(
+            rows, I, O, count, detail::window_rows{ins, I}, packed_w_t, log_weights, pooled);
     });
 }
 

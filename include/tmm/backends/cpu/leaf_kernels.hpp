@@ -120,28 +120,55 @@ inline std::size_t pixel_major(const observations<float>& x, std::size_t first, 
     // images' lines) and masked without branches (missing pixels are often random), then
     // turned around through a small tile
     using batch = detail::mex_batch;
-    alignas(64) float tile[lanes][lanes];
     alignas(64) float seen[lanes];
+    batch rows_of_tile[lanes];
     for (std::size_t b0 = 0; b0 < stride; b0 += lanes) {
         const std::size_t height = std::min(lanes, rows > b0 ? rows - b0 : 0);
         for (std::size_t q0 = 0; q0 < pixels_per_image; q0 += lanes) {
             const std::size_t width = std::min(lanes, pixels_per_image - q0);
             for (std::size_t b = 0; b < lanes; ++b) {
                 if (b >= height) {
-                    batch(missing).store_aligned(tile[b]);
+                    rows_of_tile[b] = batch(missing);
                     continue;
                 }
                 const std::size_t image = (first + b0 + b) * pixels_per_image + q0;
                 const batch v = width == lanes ? batch::load_unaligned(values + image)
                                                : detail::load_partial(values + image, width, 0.0f);
+#if defined(__AVX512F__)
+                if constexpr (lanes == 16) {
+                    if (observed != nullptr && width == lanes) {  // the 16 flags widened at once
+                        const __m512i flags = _mm512_cvtepu8_epi32(
+                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(observed + image)));
+                        rows_of_tile[b] = _mm512_mask_blend_ps(_mm512_test_epi32_mask(flags, flags),
+                                                               _mm512_set1_ps(missing), v);
+                        continue;
+                    }
+                }
+#endif
                 for (std::size_t q = 0; q < lanes; ++q)
                     seen[q] = observed == nullptr || (q < width && observed[image + q] != 0);
-                xsimd::select(batch::load_aligned(seen) != batch(0.0f), v, batch(missing))
-                    .store_aligned(tile[b]);
+                rows_of_tile[b] =
+                    xsimd::select(batch::load_aligned(seen) != batch(0.0f), v, batch(missing));
             }
-            for (std::size_t q = 0; q < width; ++q) {
-                float* column = out.data() + (q0 + q) * stride + b0;
-                for (std::size_t b = 0; b < lanes; ++b) column[b] = tile[b][q];
+            float* column = out.data() + q0 * stride + b0;
+            if constexpr (detail::mex_register_transpose && lanes == 2 * detail::mex_mr) {
+                // two 8 x 16 register transposes (see detail::transpose_tile), half a column each
+                alignas(64) float half[2][lanes * detail::mex_mr];
+                for (std::size_t h = 0; h < 2; ++h) {
+                    batch part[detail::mex_mr];
+                    for (std::size_t r = 0; r < detail::mex_mr; ++r)
+                        part[r] = rows_of_tile[h * detail::mex_mr + r];
+                    detail::transpose_tile(part, half[h]);
+                }
+                for (std::size_t q = 0; q < width; ++q)
+                    for (std::size_t h = 0; h < 2; ++h)
+                        std::copy_n(half[h] + q * detail::mex_mr, detail::mex_mr,
+                                    column + q * stride + h * detail::mex_mr);
+            } else {
+                alignas(64) float tile[lanes][lanes];
+                for (std::size_t b = 0; b < lanes; ++b) rows_of_tile[b].store_aligned(tile[b]);
+                for (std::size_t q = 0; q < width; ++q)
+                    for (std::size_t b = 0; b < lanes; ++b) column[q * stride + b] = tile[b][q];
             }
         }
     }

@@ -260,6 +260,41 @@ BOOST_AUTO_TEST_CASE(leaf_log_densities_match_the_formulas) {
     }
 }
 
+// pixel_major: pixel q of image first + b at [q * stride + b], NaN where the pixel is flagged
+// missing and in the rows past the block; with and without a mask, with pixel counts that are
+// and are not whole vectors.
+BOOST_AUTO_TEST_CASE(pixel_major_turns_the_block_around) {
+    std::mt19937 rng(16);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (const std::size_t pixels : {1, 7, 16, 40, 784}) {
+        for (const bool masked : {true, false}) {
+            for (const std::size_t rows : {1, 16, 21, 64}) {
+                const std::size_t first = 2, images = first + rows + 1;
+                std::vector<float> values(images * pixels);
+                std::vector<std::uint8_t> observed(masked ? images * pixels : 0);
+                for (auto& v : values) v = u(rng);
+                for (auto& o : observed) o = u(rng) > 0.0f ? std::uint8_t(1 + (rng() % 200)) : 0;
+                const tmm::observations<float> x(images, values, observed);
+                std::vector<float> out;
+                const std::size_t stride = kernels::pixel_major(x, first, rows, pixels, out);
+                BOOST_TEST(stride % kernels::detail::mex_lanes == 0u);
+                BOOST_TEST(stride >= rows);
+                BOOST_TEST(out.size() == pixels * stride);
+                std::size_t bad = 0;
+                for (std::size_t q = 0; q < pixels; ++q)
+                    for (std::size_t b = 0; b < stride; ++b) {
+                        const std::size_t at = (first + b) * pixels + q;
+                        const bool seen = b < rows && (!masked || observed[at] != 0);
+                        const float got = out[q * stride + b];
+                        bad += seen ? got != values[at] : !std::isnan(got);
+                    }
+                BOOST_TEST(bad == 0u,
+                           pixels << " pixels, rows " << rows << (masked ? ", masked" : ""));
+            }
+        }
+    }
+}
+
 // Inference's first conv over Gaussian leaves (mex_forward_window_from_leaves): the members'
 // inputs are the leaves' log-densities, computed from the pixels as they are packed. Against
 // the window's formula in double: L[b,d] summed over the observed coordinates of the member's

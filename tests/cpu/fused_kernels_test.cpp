@@ -183,6 +183,136 @@ BOOST_AUTO_TEST_CASE(window_kernel_matches_the_oracle) {
     BOOST_TEST(empty == std::vector<float>(6, 0.0f));
 }
 
+// Windows chained through scaled rows (out_shift, then in_shifts), as inference chains the
+// published model's fused layers: each first-stage window's output, read as log(pooled) +
+// shift where the shift is not NaN and as values where it is, against the double oracle; and
+// the second-stage window, which reads them without exps, against the oracle applied to the
+// oracle's first-stage values. Some first-stage rows are spread wide (their values take the
+// log-space rest and are written as values), the others are written scaled.
+BOOST_AUTO_TEST_CASE(windows_chained_through_scaled_rows_match_the_oracle) {
+    std::mt19937 rng(17);
+    const std::size_t shapes[][5] = {// rows, I, O (the next I), O2, members per window
+                                     {1, 3, 5, 4, 1},
+                                     {37, 16, 33, 7, 2},
+                                     {130, 32, 64, 16, 4},
+                                     {64, 64, 128, 10, 4}};
+    for (const auto& shape : shapes) {
+        const std::size_t rows = shape[0], I = shape[1], O = shape[2], O2 = shape[3],
+                          count = shape[4];
+        std::vector<std::vector<float>> stage_out(count), stage_shift(count);
+        std::vector<std::vector<double>> stage_want(count);
+        std::size_t bad = 0, scaled_rows = 0, value_rows = 0;
+        const auto close = [](double g, double w) {
+            return std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+        };
+        for (std::size_t window = 0; window < count; ++window) {
+            std::vector<member> members;
+            for (std::size_t j = 0; j < count; ++j) {
+                members.push_back(random_member(rows, I, O, rng));
+                std::fill_n(members[j].in.begin() + std::min<std::size_t>(I, rows * I - I), I,
+                            1.0f);  // no row entirely log 0
+                // every third row spread wide, the others narrow
+                for (std::size_t b = 0; b < rows; ++b)
+                    for (std::size_t i = 0; i < I; ++i)
+                        members[j].in[b * I + i] = b % 3 == 0
+                                                       ? members[j].in[b * I + i] * 30.0f - 60.0f
+                                                       : members[j].in[b * I + i] * 0.25f;
+            }
+            stage_want[window] = oracle_pooled(members, rows, I, O);
+            std::vector<kernels::detail::aligned_floats> packed(count);
+            std::vector<const float*> ins, weights, logs;
+            for (std::size_t j = 0; j < count; ++j) {
+                float* w = packed[j].get(kernels::mex_forward_packed_size(I, O));
+                kernels::mex_pack_forward_weights(I, O, members[j].weights.data(), w);
+                ins.push_back(members[j].in.data());
+                weights.push_back(w);
+                logs.push_back(members[j].log_weights.data());
+            }
+            stage_out[window].assign(rows * O, 12345.0f);
+            stage_shift[window].assign(rows, 12345.0f);
+            kernels::mex_forward_window(rows, I, O, count, ins.data(), weights.data(), logs.data(),
+                                        stage_out[window].data(), nullptr,
+                                        stage_shift[window].data());
+            for (std::size_t b = 0; b < rows; ++b) {
+                const float shift = stage_shift[window][b];
+                (std::isnan(shift) ? value_rows : scaled_rows) += 1;
+                for (std::size_t o = 0; o < O; ++o) {
+                    const double g = stage_out[window][b * O + o];
+                    const double value = std::isnan(shift) ? g : std::log(g) + double(shift);
+                    const double w = stage_want[window][b * O + o];
+                    const bool ok =
+                        (w == minus_infinity && value == minus_infinity) ||
+                        (close(value, w) && (std::isnan(shift) || (g > 0 && g <= 1.0f)));
+                    if (!ok && bad++ < 5)
+                        BOOST_ERROR(shape_name(rows, I, O, count)
+                                    << " first stage, window " << window << " (" << b << "," << o
+                                    << "): got " << value << ", want " << w);
+                }
+            }
+        }
+        // the second stage reads the first's outputs, each window's as one member
+        std::vector<member> second;
+        std::vector<kernels::detail::aligned_floats> packed(count);
+        std::vector<const float*> ins, weights, logs, shifts;
+        for (std::size_t j = 0; j < count; ++j) {
+            second.push_back(random_member(1, O, O2, rng));                   // its weights only
+            second[j].in.assign(stage_want[j].begin(), stage_want[j].end());  // for the oracle
+            float* w = packed[j].get(kernels::mex_forward_packed_size(O, O2));
+            kernels::mex_pack_forward_weights(O, O2, second[j].weights.data(), w);
+            ins.push_back(stage_out[j].data());
+            shifts.push_back(stage_shift[j].data());
+            weights.push_back(w);
+            logs.push_back(second[j].log_weights.data());
+        }
+        // the oracle in double on the first stage's oracle values
+        std::vector<double> want(rows * O2, 0.0);
+        for (std::size_t j = 0; j < count; ++j)
+            for (std::size_t b = 0; b < rows; ++b)
+                for (std::size_t o = 0; o < O2; ++o) {
+                    double top = minus_infinity;
+                    for (std::size_t i = 0; i < O; ++i)
+                        if (second[j].weights[o * O + i] > 0)
+                            top = std::max(top, stage_want[j][b * O + i] +
+                                                    double(second[j].log_weights[o * O + i]));
+                    double sum = 0;
+                    for (std::size_t i = 0; i < O; ++i)
+                        if (second[j].weights[o * O + i] > 0)
+                            sum += std::exp(stage_want[j][b * O + i] +
+                                            double(second[j].log_weights[o * O + i]) - top);
+                    want[b * O2 + o] += top + std::log(sum);
+                }
+        std::vector<float> pooled(rows * O2, 12345.0f);
+        kernels::mex_forward_window(rows, O, O2, count, ins.data(), weights.data(), logs.data(),
+                                    pooled.data(), shifts.data());
+        for (std::size_t e = 0; e < want.size(); ++e)
+            if (!close(pooled[e], want[e]) && bad++ < 10)
+                BOOST_ERROR(shape_name(rows, O, O2, count)
+                            << " second stage, entry " << e << ": got " << pooled[e] << ", want "
+                            << want[e]);
+        BOOST_TEST(bad == 0u, shape_name(rows, I, O, count) << ": " << bad << " bad entries");
+        BOOST_TEST_MESSAGE(shape_name(rows, I, O, count) << ": " << scaled_rows << " rows scaled, "
+                                                         << value_rows << " as values");
+        if (rows >= 37) BOOST_TEST((scaled_rows > 0 && value_rows > 0));  // both kinds occurred
+    }
+}
+
+// A scaled row read back for the exact fallback (window_rows::log_row): log(x) + shift.
+BOOST_AUTO_TEST_CASE(scaled_rows_read_back_as_logs) {
+    const std::size_t I = 21;
+    std::vector<float> in(2 * I), row(I);
+    for (std::size_t i = 0; i < in.size(); ++i)
+        in[i] = std::ldexp(1.0f + float(i) / 50.0f, -int(i));
+    const float shifts[2] = {std::numeric_limits<float>::quiet_NaN(), -3.5f};
+    const float* ins[1] = {in.data()};
+    const float* shift_of[1] = {shifts};
+    const kernels::detail::window_rows source{ins, I, shift_of, row.data()};
+    BOOST_TEST(source.log_row(0, 0, 0) == in.data());  // a row of values is read in place
+    const float* back = source.log_row(0, 0, 1);
+    for (std::size_t i = 0; i < I; ++i)
+        BOOST_TEST(std::abs(back[i] - (std::log(double(in[I + i])) - 3.5)) <= 1e-5,
+                   "entry " << i << ": " << back[i]);
+}
+
 // The fused kernel can keep the conv outputs too (training does): they equal the unfused ones.
 BOOST_AUTO_TEST_CASE(fused_conv_pool_keeps_the_conv_outputs_when_asked) {
     std::mt19937 rng(12);

@@ -393,10 +393,6 @@ struct cpu {
         std::vector<std::vector<float>> compact_in;
         // Inference over Gaussian leaves: the tile's pixels, pixel-major (pixel_major())
         std::vector<float> pixels;
-        // Inference: per layer, whether its input (acts[l]) holds scaled rows, and their
-        // shifts (positions x rows), written by the fused window below
-        std::vector<std::uint8_t> scaled;
-        std::vector<std::vector<float>> shifts;
     };
 
     // to[i] += from[i] and to[i] = from[i] for i < n, vectorised (n is not known at compile
@@ -579,8 +575,6 @@ struct cpu {
                         std::size_t first, std::size_t rows, workspace& ws, bool keep_conv_outputs,
                         bool parallel) {
         ws.acts.resize(p.layers.size() + 1);
-        ws.scaled.assign(p.layers.size() + 1, 0);
-        ws.shifts.resize(p.layers.size() + 1);
         const bool fused_representation =
             !keep_conv_outputs && p.layers[0].kind == layer_kind::conv;
         // training skips the images whose conv values are not needed (active_rows)
@@ -706,23 +700,12 @@ struct cpu {
                     from_leaves ? cpu_kernels::pixel_major(x, first, rows, std::size_t(p.pixels()),
                                                            ws.pixels)
                                 : 0;
-                // Where the next layer is a conv fused with its pooling too, the window's rows
-                // go to it scaled (P / max P and a shift per row): no log per output here and
-                // no exp per input there (see cpu_kernels::mex_forward_window).
-                const bool scaled_in = ws.scaled[l] != 0;
-                const bool scaled_out = fused_with_pool(p, x, l + 2) &&
-                                        (x.kept_positions.empty() || x.marginalized_layer != l + 1);
-                if (scaled_out) {
-                    ws.shifts[l + 2].resize(std::size_t(pool.out_positions()) * rows);
-                    ws.scaled[l + 2] = 1;
-                }
                 for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
-                    thread_local std::vector<const float*> ins, packed, logs, in_shifts;
+                    thread_local std::vector<const float*> ins, packed, logs;
                     thread_local std::vector<float> reps;
                     thread_local std::vector<int> member_pixels;
                     thread_local std::vector<const int*> patches;
                     ins.clear(), packed.clear(), logs.clear(), member_pixels.clear();
-                    in_shifts.clear();
                     if (l == 0 && fused_representation && !from_leaves)
                         reps.resize(std::size_t(pool.window_size) * rows * ic);
                     for (int slot = 0; slot < pool.window_size; ++slot) {
@@ -743,21 +726,18 @@ struct cpu {
                         ins.push_back(source);
                         packed.push_back(w.forward(set));
                         logs.push_back(w.log.data() + set * oc * ic);
-                        if (scaled_in) in_shifts.push_back(ws.shifts[l].data() + j * rows);
                     }
                     float* dst = pooled.data() + window * rows * oc;
-                    float* shift = scaled_out ? ws.shifts[l + 2].data() + window * rows : nullptr;
                     if (from_leaves) {
                         patches.clear();
                         for (std::size_t i = 0; i < ins.size(); ++i)
                             patches.push_back(member_pixels.data() + i * p.patch_size());
                         cpu_kernels::mex_forward_window_from_leaves(
                             rows, oc, ins.size(), prep.tables, ws.pixels.data(), stride,
-                            patches.data(), packed.data(), logs.data(), dst, shift);
+                            patches.data(), packed.data(), logs.data(), dst);
                     } else {
-                        cpu_kernels::mex_forward_window(
-                            rows, ic, oc, ins.size(), ins.data(), packed.data(), logs.data(), dst,
-                            scaled_in ? in_shifts.data() : nullptr, shift);
+                        cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
+                                                        packed.data(), logs.data(), dst);
                     }
                 });
                 marginalize_positions(p, x, l + 1, first, rows, pooled);

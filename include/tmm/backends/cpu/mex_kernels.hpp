@@ -450,50 +450,21 @@ void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const flo
     gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
 }
 
-// The members' inputs of a fused conv + pooling window held as rows in memory (ins[j]: rows x
-// I, row-major): log-values, or, where shifts[j] is given and shifts[j][b] is not NaN, row b
-// scaled: exp(value - shifts[j][b]), each entry positive and normal and the largest about 1
-// (as a window writes them for the next window, see mex_forward_window_panels). Another source
-// (the leaves' log-densities computed as they are packed, leaf_kernels.hpp) provides the same
-// two calls.
+// The members' inputs of a fused conv + pooling window held as rows of log-values in memory
+// (ins[j]: rows x I, row-major). Another source (the leaves' log-densities computed as they
+// are packed, leaf_kernels.hpp) provides the same two calls.
 struct window_rows {
     const float* const* ins;
     std::size_t I;
-    const float* const* shifts = nullptr;
-    float* row = nullptr;  // I floats: log_row's scaled row turned back into logs
-
-    // m and packed E (as shift_and_pack_rows) of rows [row0, row0 + chunk) of member j: for a
-    // scaled row m is its shift and E the row itself, no exp needed
+    // m and packed E (shift_and_pack_rows) of rows [row0, row0 + chunk) of member j
     void shift_and_pack(std::size_t j, std::size_t row0, std::size_t chunk, float* packed_e,
                         float* m) const {
-        const float* in_chunk = ins[j] + row0 * I;
-        const float* shift = shifts != nullptr ? shifts[j] + row0 : nullptr;
-        if (shift == nullptr) return shift_and_pack_rows(chunk, I, in_chunk, packed_e, m);
-        for (std::size_t b = 0; b < chunk; ++b)
-            m[b] = std::isnan(shift[b]) ? row_maximum(in_chunk + b * I, I) : shift[b];
-        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
-            const float* x = in_chunk + b * I + i0;
-            if (!std::isnan(shift[b]))
-                return width == mex_lanes ? mex_batch::load_unaligned(x)
-                                          : load_partial(x, width, 0.0f);
-            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
-            return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                                  : load_partial(x, width, mex_minus_infinity)) -
-                              mex_batch(m[b]));
-        });
+        shift_and_pack_rows(chunk, I, ins[j] + row0 * I, packed_e, m);
     }
     // member j's log-values at row row0 + b, for the exact fallback: valid after
     // shift_and_pack(j, row0, ...) until the next call
     const float* log_row(std::size_t j, std::size_t row0, std::size_t b) const {
-        const float* x = ins[j] + (row0 + b) * I;
-        if (shifts == nullptr || std::isnan(shifts[j][row0 + b])) return x;
-        const mex_batch shift(shifts[j][row0 + b]);
-        std::size_t i = 0;
-        for (; i + mex_lanes <= I; i += mex_lanes)
-            (log_of_normal(mex_batch::load_unaligned(x + i)) + shift).store_unaligned(row + i);
-        if (i < I)
-            store_partial(log_of_normal(load_partial(x + i, I - i, 1.0f)) + shift, row + i, I - i);
-        return row;
+        return ins[j] + (row0 + b) * I;
     }
 };
 
@@ -509,16 +480,10 @@ inline constexpr float mex_product_floor = 0x1p-40f;
 // for S_j below it (the exact logsumexp, as in mex_forward_panels), and log P whenever P drops
 // below the floor (then P restarts at 1). The window's output is M + L + log P.
 // The members' inputs come from `source` (window_rows, or leaf_kernels.hpp's leaves).
-//
-// With out_shift, a row whose value needs no L (every factor and running product stayed at or
-// above the floor) is written scaled instead, for a next window to read without exps (see
-// window_rows): pooled = P / max_o P and out_shift = M + log max_o P, so that pooled's log plus
-// the shift is the value; the other rows are written as values, with out_shift NaN.
 template <std::size_t NV, class Source>
 void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
                                const Source& source, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled,
-                               float* out_shift = nullptr) {
+                               const float* const* log_weights, float* pooled) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
     const std::size_t o_padded = round_up(O, NV * mex_lanes);
@@ -607,29 +572,6 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
             const mex_batch shift(shift_sum[b]);
             const bool empty_row = shift_sum[b] == mex_minus_infinity;
             const bool rest = rest_rows[b] != 0;
-            if (out_shift != nullptr && !empty_row && !rest) {
-                // scaled: P in [2^-80, 1 + rounding] throughout, so P / max P is normal
-                mex_batch top(0.0f);
-                for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                    const std::size_t width = std::min(mex_lanes, O - o0);
-                    top =
-                        xsimd::max(top, width == mex_lanes ? mex_batch::load_aligned(p_row + o0)
-                                                           : load_partial(p_row + o0, width, 0.0f));
-                }
-                const float largest = horizontal_max(top);
-                out_shift[row0 + b] = shift_sum[b] + std::log(largest);
-                const mex_batch scale(1.0f / largest);
-                for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                    const std::size_t width = std::min(mex_lanes, O - o0);
-                    const mex_batch value = mex_batch::load_aligned(p_row + o0) * scale;
-                    if (width == mex_lanes)
-                        value.store_unaligned(pooled_row + o0);
-                    else
-                        store_partial(value, pooled_row + o0, width);
-                }
-                continue;
-            }
-            if (out_shift != nullptr) out_shift[row0 + b] = std::numeric_limits<float>::quiet_NaN();
             for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
                 const std::size_t width = std::min(mex_lanes, O - o0);
                 mex_batch value(mex_minus_infinity);
@@ -1012,25 +954,17 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
 // mex_forward_packed's values (it takes one log per output instead of one per member; where
 // that could underflow it falls back to logs per member, and to the exact logsumexp where
 // mex_forward_packed does). -inf wherever a member's value is -inf. count = 0 gives 0 (log 1).
-// Scaled rows (a window's output with out_shift, read back with in_shifts[j], rows floats per
-// member): see mex_forward_window_panels and window_rows.
 inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
                                const float* const* ins, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled,
-                               const float* const* in_shifts = nullptr,
-                               float* out_shift = nullptr) {
+                               const float* const* log_weights, float* pooled) {
     if (rows == 0 || O == 0) return;
     if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
         std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
-        if (out_shift != nullptr)
-            std::fill_n(out_shift, rows, std::numeric_limits<float>::quiet_NaN());
         return;
     }
-    thread_local detail::aligned_floats row;
-    const detail::window_rows source{ins, I, in_shifts, row.get(I)};
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_window_panels<decltype(nv)::value>(
-            rows, I, O, count, source, packed_w_t, log_weights, pooled, out_shift);
+            rows, I, O, count, detail::window_rows{ins, I}, packed_w_t, log_weights, pooled);
     });
 }
 

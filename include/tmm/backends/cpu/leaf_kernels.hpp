@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../../observations.hpp"
@@ -217,38 +218,35 @@ struct gaussian_window_leaves {
                 values[c] = xsimd::select(observed, v, mex_batch(0.0f));
                 seen[c] = xsimd::select(observed, mex_batch(1.0f), mex_batch(0.0f));
             }
-            // d_block components at a time, their sums in registers:
+            // d_block components at a time (then one at a time), their sums in registers:
             // dd = o (v - mu), L += o (rho - log 2 pi) / 2 - (lambda / 2) dd^2
             mex_batch top(mex_minus_infinity);
-            for (std::size_t d0 = 0; d0 < M; d0 += d_block) {
-                const std::size_t width = std::min(d_block, M - d0);
-                mex_batch acc[d_block];
-                for (std::size_t d = 0; d < d_block; ++d) acc[d] = mex_batch(0.0f);
+            const auto components = [&](std::size_t d0, auto block) {
+                constexpr std::size_t width = decltype(block)::value;
+                mex_batch acc[width];
+#pragma GCC unroll 8
+                for (std::size_t d = 0; d < width; ++d) acc[d] = mex_batch(0.0f);
                 for (std::size_t c = 0; c < n; ++c) {
                     const std::size_t at = coordinates[j][c] * M + d0;
                     const mex_batch v = values[c], o = seen[c];
-                    if (width == d_block) {
 #pragma GCC unroll 8
-                        for (std::size_t d = 0; d < d_block; ++d) {
-                            const mex_batch dd = xsimd::fnma(o, mex_batch(mean[at + d]), v);
-                            acc[d] = xsimd::fnma(
-                                mex_batch(half_precision[at + d]) * dd, dd,
-                                xsimd::fma(o, mex_batch(half_log_precision[at + d]), acc[d]));
-                        }
-                    } else {
-                        for (std::size_t d = 0; d < width; ++d) {
-                            const mex_batch dd = xsimd::fnma(o, mex_batch(mean[at + d]), v);
-                            acc[d] = xsimd::fnma(
-                                mex_batch(half_precision[at + d]) * dd, dd,
-                                xsimd::fma(o, mex_batch(half_log_precision[at + d]), acc[d]));
-                        }
+                    for (std::size_t d = 0; d < width; ++d) {
+                        const mex_batch dd = xsimd::fnma(o, mex_batch(mean[at + d]), v);
+                        acc[d] = xsimd::fnma(
+                            mex_batch(half_precision[at + d]) * dd, dd,
+                            xsimd::fma(o, mex_batch(half_log_precision[at + d]), acc[d]));
                     }
                 }
+#pragma GCC unroll 8
                 for (std::size_t d = 0; d < width; ++d) {
                     acc[d].store_aligned(log_columns + (d0 + d) * log_stride + b0);
                     top = xsimd::max(top, acc[d]);
                 }
-            }
+            };
+            std::size_t d0 = 0;
+            for (; d0 + d_block <= M; d0 += d_block)
+                components(d0, std::integral_constant<std::size_t, d_block>{});
+            for (; d0 < M; ++d0) components(d0, std::integral_constant<std::size_t, 1>{});
             alignas(64) float top_lanes[lanes];
             top.store_aligned(top_lanes);
             for (std::size_t q = 0; q < lanes && b0 + q < chunk; ++q) m[b0 + q] = top_lanes[q];

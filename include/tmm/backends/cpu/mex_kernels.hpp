@@ -509,11 +509,15 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
         rest_rows.assign(chunk, 0);
         for (std::size_t j = 0; j < count; ++j) {
             source.shift_and_pack(j, row0, chunk, packed_e, m);
-            gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t[j], s, o_padded, false);
+            // the first member's S is written where P goes (P = S), and is rewritten below only
+            // where it changes (small factors, padding lanes)
+            const bool in_place = j == 0;
+            gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t[j], in_place ? product : s, o_padded,
+                            false);
             for (std::size_t b = 0; b < chunk; ++b) {
                 shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
                 if (shift_sum[b] == mex_minus_infinity) continue;
-                const float* s_row = s + b * o_padded;
+                const float* s_row = (in_place ? product : s) + b * o_padded;
                 float* p_row = product + b * o_padded;
                 float* l_row = log_rest + b * o_padded;
                 for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
@@ -523,8 +527,10 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                     if (width < mex_lanes)
                         s_vec = xsimd::select(lane_index >= mex_batch(float(width)), one, s_vec);
                     mex_batch p_vec =
-                        j == 0 ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
+                        in_place ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
+                    bool changed = !in_place || width < mex_lanes;
                     if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
+                        changed = true;
                         // small factors move to L (vectorised: with sharp trained weights this
                         // is common)
                         if (!rest_rows[b]) {
@@ -560,7 +566,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                         }
                         l_vec.store_aligned(l_row + o0);
                     }
-                    (p_vec * s_vec).store_aligned(p_row + o0);
+                    if (changed) (p_vec * s_vec).store_aligned(p_row + o0);
                 }
             }
         }

@@ -41,6 +41,13 @@ void randomize(tmm::parameters<T>& theta, std::mt19937_64& rng) {
         for (auto& v : t) v = T(n(rng));
 }
 
+// Float parameters shaped for p, randomised by randomize().
+inline tmm::parameters<float> randomized_parameters(const tmm::plan& p, std::mt19937_64& rng) {
+    auto theta = tmm::zero_parameters<float>(p);
+    randomize(theta, rng);
+    return theta;
+}
+
 struct batch {
     std::vector<float> values;
     std::vector<std::uint8_t> observed;

@@ -42,8 +42,7 @@ void check_agreement(Net net, std::size_t count, double missing, std::uint64_t s
                      std::size_t marginalised = no_layer, double keep = 0.5) {
     const tmm::plan p = tmm::make_plan(net);
     std::mt19937_64 rng(seed);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const auto theta64 = tmm::convert_parameters<double>(theta);
     const batch b = make_batch(p, count, missing, rng);
     const std::vector<double> values64(b.values.begin(), b.values.end());
@@ -148,8 +147,7 @@ BOOST_AUTO_TEST_CASE(marginalised_positions_published_model) {
 BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(7);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, 150, 0.3, rng);
     tmm::observations<float> x{150, b.values, b.observed};
     // with training's marginalisation of the first pooling's output (images skipped per task)
@@ -179,8 +177,7 @@ BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
 BOOST_AUTO_TEST_CASE(marginalised_inner_positions_equal_missing_pixels) {
     const tmm::plan p = tmm::make_plan(tmm::published_ht);
     std::mt19937_64 rng(9);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const std::size_t count = 5, positions = 64;
     batch b = make_batch(p, count, 0.2, rng);
     std::vector<std::uint8_t> kept(count * positions), blanked = b.observed;
@@ -228,8 +225,7 @@ BOOST_AUTO_TEST_CASE(marginalised_inner_positions_equal_missing_pixels) {
 BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(10);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, 3, 0.2, rng);
     const tmm::observations<float> x{3, b.values, b.observed};
     const auto refused = [&](tmm::parameters<float> bad, const std::string& words) {
@@ -285,8 +281,7 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
 BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(12);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const auto theta64 = tmm::convert_parameters<double>(theta);
     const batch b = make_batch(p, 5, 0.3, rng);
     const std::vector<double> values64(b.values.begin(), b.values.end());
@@ -322,8 +317,7 @@ BOOST_AUTO_TEST_CASE(prepared_network_keeps_its_parameters) {
 BOOST_AUTO_TEST_CASE(shift_average_of_radius_one_sums_nine_shifts) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(23);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const auto theta64 = tmm::convert_parameters<double>(theta);
     const std::size_t count = 4, rows = std::size_t(p.height), cols = std::size_t(p.width);
     const batch b = make_batch(p, count, 0.3, rng);
@@ -366,8 +360,7 @@ BOOST_AUTO_TEST_CASE(shift_average_of_radius_one_sums_nine_shifts) {
 BOOST_AUTO_TEST_CASE(shift_average_of_radius_zero_is_plain_evaluation) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(11);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, 4, 0.2, rng);
     const tmm::observations<float> x{4, b.values, b.observed};
     const auto plain = tmm::backends::cpu::log_likelihoods(p, theta, x);

@@ -114,8 +114,7 @@ template <class Net>
 void check_agreement(Net net, std::size_t count, double missing, std::uint64_t seed) {
     const tmm::plan p = tmm::make_plan(net);
     std::mt19937_64 rng(seed);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, count, missing, rng);
     check_against_reference(p, theta, b, count, rng);
 }
@@ -150,8 +149,7 @@ BOOST_AUTO_TEST_CASE(marginalised_inner_positions) {
     const tmm::plan p = tmm::make_plan(tmm::published_ht);
     for (std::size_t layer : {1, 2}) {
         std::mt19937_64 rng(8 + layer);
-        auto theta = tmm::zero_parameters<float>(p);
-        randomize(theta, rng);
+        auto theta = randomized_parameters(p, rng);
         const std::size_t count = 6, positions = p.layers[layer].out_positions();
         const batch b = make_batch(p, count, 0.2, rng);
         std::vector<std::uint8_t> kept(count * positions);
@@ -165,8 +163,7 @@ BOOST_AUTO_TEST_CASE(marginalised_inner_positions) {
 BOOST_AUTO_TEST_CASE(frozen_leaves) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(12);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, 17, 0.3, rng);
     check_against_reference(p, theta, b, 17, rng, {}, 0, /*leaf_gradients=*/false);
 }
@@ -177,8 +174,7 @@ BOOST_AUTO_TEST_CASE(frozen_leaves) {
 BOOST_AUTO_TEST_CASE(probability_zero_gives_minus_infinity) {
     const tmm::plan p = tmm::make_plan(categorical_ht);
     std::mt19937_64 rng(13);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const float minus_inf = -std::numeric_limits<float>::infinity();
     for (std::size_t i = 0; i < theta.logits.size(); i += p.values) theta.logits[i] = minus_inf;
     theta.theta[0][1] = minus_inf;
@@ -198,8 +194,7 @@ BOOST_AUTO_TEST_CASE(probability_zero_gives_minus_infinity) {
 BOOST_AUTO_TEST_CASE(batches_larger_than_a_slice) {
     const tmm::plan p = tmm::make_plan(categorical_ht);
     std::mt19937_64 rng(14);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const std::size_t count = 4096 + 37;
     const batch b = make_batch(p, count, 0.3, rng);
     const auto theta64 = tmm::convert_parameters<double>(theta);
@@ -216,8 +211,7 @@ BOOST_AUTO_TEST_CASE(batches_larger_than_a_slice) {
 BOOST_AUTO_TEST_CASE(cached_parameters_follow_changes) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(16);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     const batch b = make_batch(p, 7, 0.3, rng);
     const tmm::observations<float> x{7, b.values, b.observed};
     const auto before = under_test::log_likelihoods(p, theta, x);
@@ -246,8 +240,7 @@ BOOST_AUTO_TEST_CASE(cached_parameters_follow_changes) {
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
     const tmm::plan p = tmm::make_plan(small_ht);
     std::mt19937_64 rng(15);
-    auto theta = tmm::zero_parameters<float>(p);
-    randomize(theta, rng);
+    auto theta = randomized_parameters(p, rng);
     batch b = make_batch(p, 3, 0.2, rng);
     const tmm::observations<float> x{3, b.values, b.observed};
     const auto names = [](const std::string& words) {

@@ -714,26 +714,26 @@ struct cpu {
                         // a patch of padding only adds log 1 = 0 (see prepared::padded)
                         if (l == 0 && prep.is_padded(std::size_t(j))) continue;
                         const std::size_t set = ly.set_of_position[j];
-                        const float* source = in.data() + j * rows * ic;
-                        if (from_leaves) {
-                            for (int k = 0; k < p.patch_size(); ++k)
-                                member_pixels.push_back(p.pixel_of(j, k));
+                        if (from_leaves) {  // the member's input is its patch's pixels
+                            const std::vector<int>& pixels = patch_pixels(p, j);
+                            member_pixels.insert(member_pixels.end(), pixels.begin(), pixels.end());
                         } else if (l == 0 && fused_representation) {
                             float* rep = reps.data() + ins.size() * rows * ic;
                             representation_at(p, prep, x, first, rows, j, rep);
-                            source = rep;
+                            ins.push_back(rep);
+                        } else {
+                            ins.push_back(in.data() + j * rows * ic);
                         }
-                        ins.push_back(source);
                         packed.push_back(w.forward(set));
                         logs.push_back(w.log.data() + set * oc * ic);
                     }
                     float* dst = pooled.data() + window * rows * oc;
                     if (from_leaves) {
                         patches.clear();
-                        for (std::size_t i = 0; i < ins.size(); ++i)
+                        for (std::size_t i = 0; i < packed.size(); ++i)
                             patches.push_back(member_pixels.data() + i * p.patch_size());
                         cpu_kernels::mex_forward_window_from_leaves(
-                            rows, oc, ins.size(), prep.tables, ws.pixels.data(), stride,
+                            rows, oc, packed.size(), prep.tables, ws.pixels.data(), stride,
                             patches.data(), packed.data(), logs.data(), dst);
                     } else {
                         cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),

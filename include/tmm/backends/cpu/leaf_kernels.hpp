@@ -204,9 +204,7 @@ struct gaussian_window_leaves {
         const float* mean = tables->mean_t;
         const float* half_log_precision = tables->half_log_precision_t;
         const float* half_precision = tables->half_precision_t;
-        alignas(64) float lane_numbers[lanes];
-        for (std::size_t q = 0; q < lanes; ++q) lane_numbers[q] = float(q);
-        const mex_batch lane_index = mex_batch::load_aligned(lane_numbers);
+        const mex_batch lane_index = lane_indices();
         // per coordinate: v where observed, else 0, and o = 1 where observed, else 0
         thread_local std::vector<mex_batch> values, seen;
         values.resize(n), seen.resize(n);

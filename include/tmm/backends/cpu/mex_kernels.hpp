@@ -143,6 +143,13 @@ class flush_to_zero_guard {
 #endif
 };
 
+// 0, 1, ..., mex_lanes - 1: compared with a width, it selects a vector's lanes past it.
+inline mex_batch lane_indices() {
+    alignas(64) float numbers[mex_lanes];
+    for (std::size_t q = 0; q < mex_lanes; ++q) numbers[q] = float(q);
+    return mex_batch::load_aligned(numbers);
+}
+
 // Loads the first n < mex_lanes floats at p and fills the other lanes; reads nothing past p + n.
 inline mex_batch load_partial(const float* p, std::size_t n, float fill) {
     alignas(64) float buffer[mex_lanes];
@@ -498,9 +505,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
     auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
     const float threshold = mex_forward_threshold(I);
     const mex_batch floor(mex_product_floor), one(1.0f), zero(0.0f);
-    alignas(64) float lane_numbers[mex_lanes];
-    for (std::size_t q = 0; q < mex_lanes; ++q) lane_numbers[q] = float(q);
-    const mex_batch lane_index = mex_batch::load_aligned(lane_numbers);
+    const mex_batch lane_index = lane_indices();
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);

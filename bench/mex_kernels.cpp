@@ -152,8 +152,8 @@ void mex_backward_prepacked(benchmark::State& state) {
     cpu::mex_pack_backward_weights(d.inputs, d.outputs, d.weights.data(), w);
     for (auto _ : state) {
         cpu::mex_backward_packed(d.rows, d.inputs, d.outputs, d.in.data(), d.out.data(),
-                                 d.dout.data(), d.weights.data(), w, d.log_weights.data(),
-                                 d.din.data(), d.dtheta.data());
+                                 d.dout.data(), w, d.log_weights.data(), d.din.data(),
+                                 d.dtheta.data());
         benchmark::DoNotOptimize(d.dtheta.data());
         benchmark::ClobberMemory();
     }

@@ -553,12 +553,10 @@ BOOST_AUTO_TEST_CASE(backward_overwrite_equals_accumulating_onto_zero) {
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
         for (auto& v : dout) v = u(rng);
         std::vector<float> accumulated(O * I, 0.0f), written(O * I, 1e30f), din(rows * I);
-        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(),
-                                     m.weights.data(), wb, m.log_weights.data(), din.data(),
-                                     accumulated.data());
-        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(),
-                                     m.weights.data(), wb, m.log_weights.data(), din.data(),
-                                     written.data(), true);
+        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(), wb,
+                                     m.log_weights.data(), din.data(), accumulated.data());
+        kernels::mex_backward_packed(rows, I, O, m.in.data(), out.data(), dout.data(), wb,
+                                     m.log_weights.data(), din.data(), written.data(), true);
         BOOST_TEST(written == accumulated);
     }
 }

@@ -239,8 +239,9 @@ struct cpu {
     // read-only by every tile.
     struct prepared {
         struct conv_weights {
-            std::vector<float> linear, log;  // sets x O x I
-            // per set, the GEMMs' B operands: W^T for the forward pass, W for din (training)
+            std::vector<float> log;  // log W, sets x O x I
+            // per set, the GEMMs' B operands: W^T for the forward pass, W for din and dtheta
+            // (training); W itself is not kept otherwise
             cpu_kernels::detail::aligned_floats packed_forward, packed_backward;
             std::size_t forward_size = 0, backward_size = 0;  // floats per set
             const float* forward(std::size_t set) const {
@@ -277,42 +278,47 @@ struct cpu {
                 auto& w = layers[l];
                 const std::size_t o = ly.out_channels, in = ly.in_channels;
                 const std::size_t sets = ly.weight_sets, rows = sets * o;
-                w.linear.resize(rows * in);
-                if (ly.fixed) {
-                    w.log = log_weights(ly, theta.theta[l]);
-                    w.linear = w.log;
-                    exp_in_place(w.linear.data(), w.linear.size());
-                } else {
-                    // log W = theta - logsumexp(theta) per row; W = exp(log W), vectorised
-                    w.log.resize(rows * in);
-                    std::atomic<bool> rows_valid = true;
-                    tbb::parallel_for(
-                        tbb::blocked_range<std::size_t>(0, rows, 64),
-                        [&](const tbb::blocked_range<std::size_t>& range) {
-                            for (std::size_t r = range.begin(); r < range.end(); ++r)
-                                if (!normalize_row(theta.theta[l].data() + r * in, in,
-                                                   w.log.data() + r * in, w.linear.data() + r * in))
-                                    rows_valid = false;
-                        });
-                    if (!rows_valid) {
-                        valid = false;
-                        return;  // prepare() has validate() throw
-                    }
-                }
+                w.log.resize(rows * in);
+                if (ly.fixed) w.log = log_weights(ly, theta.theta[l]);
                 w.forward_size = cpu_kernels::mex_forward_packed_size(in, o);
                 w.packed_forward.get(sets * w.forward_size);
                 if (for_training) {
                     w.backward_size = cpu_kernels::mex_backward_packed_size(in, o);
                     w.packed_backward.get(sets * w.backward_size);
                 }
-                tbb::parallel_for(std::size_t(0), sets, [&](std::size_t set) {
-                    const float* linear = w.linear.data() + set * o * in;
-                    cpu_kernels::mex_pack_forward_weights(
-                        in, o, linear, w.packed_forward.data() + set * w.forward_size);
+                // One task per forward panel of outputs: its rows of W are computed into a
+                // thread's scratch (log W = theta - logsumexp(theta) per row, vectorised), then
+                // packed from there while they are in cache. W itself is kept only packed.
+                const std::size_t nr = cpu_kernels::mex_forward_panel_width(o);
+                const std::size_t panels = (o + nr - 1) / nr;
+                std::atomic<bool> rows_valid = true;
+                tbb::parallel_for(std::size_t(0), sets * panels, [&](std::size_t task) {
+                    const std::size_t set = task / panels, n0 = task % panels * nr;
+                    const std::size_t count = std::min(nr, o - n0);
+                    float* block = cpu_kernels::detail::thread_scratch().weight_rows.get(nr * in);
+                    for (std::size_t r = 0; r < count; ++r) {
+                        const std::size_t row = set * o + n0 + r;
+                        float* lw = w.log.data() + row * in;
+                        if (ly.fixed) {
+                            copy_floats(block + r * in, lw, in);
+                            exp_in_place(block + r * in, in);
+                        } else if (!normalize_row(theta.theta[l].data() + row * in, in, lw,
+                                                  block + r * in)) {
+                            rows_valid = false;
+                            return;
+                        }
+                    }
+                    cpu_kernels::mex_pack_forward_panel(
+                        in, o, n0, block, in, w.packed_forward.data() + set * w.forward_size);
                     if (for_training)
-                        cpu_kernels::mex_pack_backward_weights(
-                            in, o, linear, w.packed_backward.data() + set * w.backward_size);
+                        cpu_kernels::mex_pack_backward_rows(
+                            in, o, n0, count, block, in,
+                            w.packed_backward.data() + set * w.backward_size);
                 });
+                if (!rows_valid) {
+                    valid = false;
+                    return;  // prepare() has validate() throw
+                }
             }
             padded.clear();
             if (p.layers[0].kind == layer_kind::conv && !p.layers[0].fixed) {
@@ -852,8 +858,7 @@ struct cpu {
                             c_din.resize(din != nullptr ? r * ic : 0);
                             gather_rows(d_out.data() + block * rows * oc, list, oc, c_dout.data());
                             cpu_kernels::mex_backward_packed(
-                                r, ic, oc, c_in, out, c_dout.data(),
-                                w.linear.data() + set * oc * ic, w.backward(set),
+                                r, ic, oc, c_in, out, c_dout.data(), w.backward(set),
                                 w.log.data() + set * oc * ic,
                                 din != nullptr ? c_din.data() : nullptr, dtheta, first);
                             if (din != nullptr)
@@ -866,8 +871,7 @@ struct cpu {
                         cpu_kernels::mex_backward_packed(
                             rows, ic, oc, ws.acts[l].data() + j * rows * ic,
                             ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,
-                            w.linear.data() + set * oc * ic, w.backward(set),
-                            w.log.data() + set * oc * ic,
+                            w.backward(set), w.log.data() + set * oc * ic,
                             need_input ? d_in.data() + j * rows * ic : nullptr, dtheta, first);
                         first = false;
                     }

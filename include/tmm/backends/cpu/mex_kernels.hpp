@@ -106,6 +106,7 @@ struct mex_scratch {
     aligned_floats window_product;    // a pooling window's running product P of S (fused)
     aligned_floats window_log_rest;   // and the rest of its sum in log space, L
     aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
+    aligned_floats weight_rows;       // rows of W on their way to being packed
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
     std::vector<unsigned char> exact_rows;  // outputs with a share in theta_exact
 };
@@ -665,10 +666,14 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
 // Backward pass with NV vectors per B panel (see mex_backward_packed).
 template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                         const float* out, const float* dout, const float* weights,
-                         const float* packed_w, const float* log_weights, float* din, float* dtheta,
+                         const float* out, const float* dout, const float* packed_w,
+                         const float* log_weights, float* din, float* dtheta,
                          bool dtheta_overwrite) {
     constexpr std::size_t nr = NV * mex_lanes;
+    // W[o, i0..i0 + mex_lanes) in the packed B operand of din's GEMM (zero past I)
+    const auto w_at = [&](std::size_t o, std::size_t i0) {
+        return packed_w + (i0 / nr) * O * nr + o * nr + i0 % nr;
+    };
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
     const std::size_t i_padded = round_up(I, nr);
@@ -805,7 +810,6 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         for (const auto& [b, o] : exact_entries) {
             const float* in_row = in_chunk + b * I;
             const float* log_w_row = log_weights + o * I;
-            const float* w_row = weights + o * I;
             float* theta_row = theta_exact != nullptr ? theta_exact + o * i_padded : nullptr;
             if (theta_row != nullptr && !exact_rows[o]) {
                 std::fill_n(theta_row, i_padded, 0.0f);
@@ -822,8 +826,7 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                                          : load_partial(in_row + i0, width, mex_minus_infinity);
                 const mex_batch lw = full ? mex_batch::load_unaligned(log_w_row + i0)
                                           : load_partial(log_w_row + i0, width, mex_minus_infinity);
-                const mex_batch w = full ? mex_batch::load_unaligned(w_row + i0)
-                                         : load_partial(w_row + i0, width, 0.0f);
+                const mex_batch w = mex_batch::load_aligned(w_at(o, i0));
                 const mex_batch p = xsimd::exp((x - shift) + lw);
                 if (theta_row != nullptr)
                     xsimd::fma(grad, p - w, mex_batch::load_aligned(theta_row + i0))
@@ -844,7 +847,6 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
     // sum_b dout p = W sum_b G E.
     if (dtheta == nullptr) return;
     for (std::size_t o = 0; o < O; ++o) {
-        const float* w_row = weights + o * I;
         const float* t_row = theta_product + o * i_padded;
         const float* exact_row =
             theta_exact != nullptr && exact_rows[o] ? theta_exact + o * i_padded : nullptr;
@@ -854,9 +856,7 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
             const std::size_t width = std::min(mex_lanes, I - i0);
             const bool full = width == mex_lanes;
             const mex_batch t = mex_batch::load_aligned(t_row + i0) - d;
-            const mex_batch w = full ? mex_batch::load_unaligned(w_row + i0)
-                                     : load_partial(w_row + i0, width, 0.0f);
-            mex_batch change = w * t;
+            mex_batch change = mex_batch::load_aligned(w_at(o, i0)) * t;
             if (exact_row != nullptr) change += mex_batch::load_aligned(exact_row + i0);
             if (dtheta_overwrite) {
                 if (full)
@@ -885,37 +885,50 @@ inline std::size_t mex_forward_packed_size(std::size_t I, std::size_t O) {
         return detail::round_up(O, decltype(nv)::value * detail::mex_lanes) * I;
     });
 }
-inline void mex_pack_forward_weights(std::size_t I, std::size_t O, const float* weights,
-                                     float* dst) {
+// Outputs per panel of the forward B operand.
+inline std::size_t mex_forward_panel_width(std::size_t O) {
+    return detail::with_panel_vectors(
+        O, [](auto nv) { return decltype(nv)::value * detail::mex_lanes; });
+}
+// One panel of it: outputs [n0, n0 + mex_forward_panel_width(O)), whose rows of W are read at
+// rows + (o - n0) * ld (those at o >= O are not read: the panel is zero there).
+inline void mex_pack_forward_panel(std::size_t I, std::size_t O, std::size_t n0, const float* rows,
+                                   std::size_t ld, float* dst) {
     using detail::mex_batch;
     using detail::mex_lanes;
     using detail::mex_mr;
-    detail::with_panel_vectors(O, [&](auto nv) {
-        constexpr std::size_t nr = decltype(nv)::value * mex_lanes;
-        // Groups of mex_mr outputs are transposed a tile (mex_mr x mex_lanes inputs) at a time,
-        // as the A operand is packed, then spread into the panel's rows of nr.
-        alignas(64) float tile[mex_lanes * mex_mr];
-        for (std::size_t n0 = 0; n0 < O; n0 += nr) {
-            float* panel = dst + n0 * I;
-            for (std::size_t g = 0; g < nr; g += mex_mr) {
-                for (std::size_t k0 = 0; k0 < I; k0 += mex_lanes) {
-                    const std::size_t width = std::min(mex_lanes, I - k0);
-                    mex_batch rows[mex_mr];
-                    for (std::size_t r = 0; r < mex_mr; ++r) {
-                        const std::size_t o = n0 + g + r;
-                        const float* src = weights + o * I + k0;
-                        rows[r] = o >= O || g + r >= nr ? mex_batch(0.0f)
-                                  : width == mex_lanes  ? mex_batch::load_unaligned(src)
-                                                        : detail::load_partial(src, width, 0.0f);
-                    }
-                    detail::transpose_tile(rows, tile);
-                    const std::size_t height = std::min(mex_mr, nr - g);  // (AVX2: 16 % 6)
-                    for (std::size_t k = 0; k < width; ++k)
-                        std::copy_n(tile + k * mex_mr, height, panel + (k0 + k) * nr + g);
-                }
+    const std::size_t nr = mex_forward_panel_width(O);
+    // Groups of mex_mr outputs are transposed a tile (mex_mr x mex_lanes inputs) at a time, as
+    // the A operand is packed, then spread into the panel's rows of nr.
+    alignas(64) float tile[mex_lanes * mex_mr];
+    float* panel = dst + n0 * I;
+    for (std::size_t g = 0; g < nr; g += mex_mr) {
+        for (std::size_t k0 = 0; k0 < I; k0 += mex_lanes) {
+            const std::size_t width = std::min(mex_lanes, I - k0);
+            mex_batch tile_rows[mex_mr];
+            for (std::size_t r = 0; r < mex_mr; ++r) {
+                const float* src = rows + (g + r) * ld + k0;
+                tile_rows[r] = n0 + g + r >= O || g + r >= nr ? mex_batch(0.0f)
+                               : width == mex_lanes           ? mex_batch::load_unaligned(src)
+                                                    : detail::load_partial(src, width, 0.0f);
+            }
+            detail::transpose_tile(tile_rows, tile);
+            const std::size_t height = std::min(mex_mr, nr - g);  // (AVX2: 16 % 6)
+            if (height == mex_mr) {  // (a copy of known length: a move or two, not a call)
+                for (std::size_t k = 0; k < width; ++k)
+                    std::copy_n(tile + k * mex_mr, mex_mr, panel + (k0 + k) * nr + g);
+            } else {
+                for (std::size_t k = 0; k < width; ++k)
+                    std::copy_n(tile + k * mex_mr, height, panel + (k0 + k) * nr + g);
             }
         }
-    });
+    }
+}
+inline void mex_pack_forward_weights(std::size_t I, std::size_t O, const float* weights,
+                                     float* dst) {
+    const std::size_t nr = mex_forward_panel_width(O);
+    for (std::size_t n0 = 0; n0 < O; n0 += nr)
+        mex_pack_forward_panel(I, O, n0, weights + n0 * I, I, dst);
 }
 // The B operand of din's GEMM (K = O, N = I): W itself in panels.
 inline std::size_t mex_backward_packed_size(std::size_t I, std::size_t O) {
@@ -923,10 +936,28 @@ inline std::size_t mex_backward_packed_size(std::size_t I, std::size_t O) {
         return detail::round_up(I, decltype(nv)::value * detail::mex_lanes) * O;
     });
 }
+// Rows [o0, o0 + count) of it, read at rows + (o - o0) * ld.
+inline void mex_pack_backward_rows(std::size_t I, std::size_t O, std::size_t o0, std::size_t count,
+                                   const float* rows, std::size_t ld, float* dst) {
+    const std::size_t nr = detail::with_panel_vectors(
+        I, [](auto nv) { return decltype(nv)::value * detail::mex_lanes; });
+    for (std::size_t r = 0; r < count; ++r)
+        for (std::size_t n0 = 0; n0 < I; n0 += nr) {
+            const std::size_t width = std::min(nr, I - n0);
+            const float* src = rows + r * ld + n0;
+            float* d = dst + n0 * O + (o0 + r) * nr;
+            for (std::size_t v = 0; v < nr; v += detail::mex_lanes) {
+                const detail::mex_batch x =
+                    v + detail::mex_lanes <= width ? detail::mex_batch::load_unaligned(src + v)
+                    : v < width                    ? detail::load_partial(src + v, width - v, 0.0f)
+                                                   : detail::mex_batch(0.0f);
+                x.store_aligned(d + v);
+            }
+        }
+}
 inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float* weights,
                                       float* dst) {
-    detail::with_panel_vectors(
-        I, [&](auto nv) { detail::pack_b<decltype(nv)::value>(O, I, weights, I, dst); });
+    mex_pack_backward_rows(I, O, 0, O, weights, I, dst);
 }
 
 // Forward pass of one MEX layer at one weight set, single-threaded, float32, row-major:
@@ -1001,7 +1032,7 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 //   dtheta[o,i] += sum_b dout[b,o] (p[b,o,i] - W[o,i])     (accumulated), the gradient wrt the
 //                  parameters theta of log W = theta - logsumexp_i theta; dtheta may be
 //                  nullptr (fixed weights), which skips its GEMM.
-// packed_w: W packed by mex_pack_backward_weights (read only when din is not nullptr).
+// packed_w: W packed by mex_pack_backward_weights.
 // With dtheta_overwrite, dtheta is written (=) instead of accumulated: the first contribution
 // to a gradient needs no zeroed array.
 // An entry with out[b,o] = -inf (the output is log 0, its gradient undefined) contributes
@@ -1011,9 +1042,9 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 // take an exact path, p = exp(in - out + log W), instead; on the GEMM path a term of din or
 // dtheta below about 2^-86 |dout| may be lost to exp underflow. Scratch as for mex_forward.
 inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
-                                const float* out, const float* dout, const float* weights,
-                                const float* packed_w, const float* log_weights, float* din,
-                                float* dtheta, bool dtheta_overwrite = false) {
+                                const float* out, const float* dout, const float* packed_w,
+                                const float* log_weights, float* din, float* dtheta,
+                                bool dtheta_overwrite = false) {
     if (dtheta_overwrite && dtheta != nullptr && (rows == 0 || I == 0 || O == 0))
         std::fill_n(dtheta, O * I, 0.0f);  // nothing to add: the gradient is zero
     if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
@@ -1022,9 +1053,8 @@ inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, 
         return;
     }
     detail::with_panel_vectors(I, [&](auto nv) {
-        detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, weights,
-                                                         packed_w, log_weights, din, dtheta,
-                                                         dtheta_overwrite);
+        detail::mex_backward_panels<decltype(nv)::value>(
+            rows, I, O, in, out, dout, packed_w, log_weights, din, dtheta, dtheta_overwrite);
     });
 }
 
@@ -1035,11 +1065,11 @@ inline void mex_backward(std::size_t rows, std::size_t I, std::size_t O, const f
                          float* dtheta) {
     static_cast<void>(weights_t);  // both GEMMs read W itself, or G and E
     float* packed = nullptr;
-    if (din != nullptr && rows > 0 && I > 0 && O > 0) {
+    if ((din != nullptr || dtheta != nullptr) && rows > 0 && I > 0 && O > 0) {
         packed = detail::thread_scratch().packed_weights.get(mex_backward_packed_size(I, O));
         mex_pack_backward_weights(I, O, weights, packed);
     }
-    mex_backward_packed(rows, I, O, in, out, dout, weights, packed, log_weights, din, dtheta);
+    mex_backward_packed(rows, I, O, in, out, dout, packed, log_weights, din, dtheta);
 }
 
 }  // namespace tmm::backends::cpu_kernels

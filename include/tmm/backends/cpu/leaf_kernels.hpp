@@ -189,7 +189,7 @@ struct gaussian_window_leaves {
     const std::uint32_t* const* coordinates;
     const std::uint32_t* const* pixels;
     const std::size_t* counts;
-    float* log_columns;  // M x log_stride: the last chunk's log-densities L[b, d]
+    float* log_columns;  // count x M x log_stride: member j's log-densities L[b, d] in the chunk
     std::size_t log_stride;
     float* row;  // M floats: log_row's gathered row
 
@@ -204,6 +204,7 @@ struct gaussian_window_leaves {
         const float* mean = tables->mean_t;
         const float* half_log_precision = tables->half_log_precision_t;
         const float* half_precision = tables->half_precision_t;
+        float* logs = log_columns + j * M * log_stride;
         const mex_batch lane_index = lane_indices();
         // per coordinate: v where observed, else 0, and o = 1 where observed, else 0
         thread_local std::vector<mex_batch> values, seen;
@@ -237,7 +238,7 @@ struct gaussian_window_leaves {
                 }
 #pragma GCC unroll 8
                 for (std::size_t d = 0; d < width; ++d) {
-                    acc[d].store_aligned(log_columns + (d0 + d) * log_stride + b0);
+                    acc[d].store_aligned(logs + (d0 + d) * log_stride + b0);
                     top = xsimd::max(top, acc[d]);
                 }
             };
@@ -252,18 +253,18 @@ struct gaussian_window_leaves {
             const auto inside = lane_index < mex_batch(float(chunk - b0));
             for (std::size_t d = 0; d < M; ++d) {
                 const mex_batch e = xsimd::select(
-                    inside,
-                    xsimd::exp(mex_batch::load_aligned(log_columns + d * log_stride + b0) - top),
+                    inside, xsimd::exp(mex_batch::load_aligned(logs + d * log_stride + b0) - top),
                     mex_batch(0.0f));
                 store_packed(e, packed_e, M, packed_rows, b0, d);
             }
         }
     }
 
-    // member j's log-values at row row0 + b (after shift_and_pack(j, row0, ...))
-    const float* log_row(std::size_t, std::size_t, std::size_t b) const {
-        for (std::size_t d = 0; d < tables->components; ++d)
-            row[d] = log_columns[d * log_stride + b];
+    // member j's log-values at row row0 + b (after shift_and_pack(j, row0, ...), until the
+    // next chunk)
+    const float* log_row(std::size_t j, std::size_t, std::size_t b) const {
+        const std::size_t M = tables->components;
+        for (std::size_t d = 0; d < M; ++d) row[d] = log_columns[(j * M + d) * log_stride + b];
         return row;
     }
 
@@ -333,7 +334,7 @@ inline void mex_forward_window_from_leaves(std::size_t rows, std::size_t O, std:
                                                 coordinate_lists.data(),
                                                 pixel_lists.data(),
                                                 counts.data(),
-                                                log_columns.get(M * log_stride),
+                                                log_columns.get(count * M * log_stride),
                                                 log_stride,
                                                 row.get(M)};
     detail::with_panel_vectors(O, [&](auto nv) {

@@ -103,9 +103,7 @@ struct mex_scratch {
     aligned_floats theta_exact;       // the exact path's share of dtheta
     aligned_floats dout_sum;          // sum over fast-path rows of dout, per output
     aligned_floats row_max;           // m_b of a chunk
-    aligned_floats window_product;    // a pooling window's running product P of S (fused)
-    aligned_floats window_log_rest;   // and the rest of its sum in log space, L
-    aligned_floats window_shift_sum;  // and the sum of its members' row maxima, M
+    aligned_floats window_shift_sum;  // a pooling window's sum of its members' row maxima, M
     aligned_floats weight_rows;       // rows of W on their way to being packed
     std::vector<std::pair<std::size_t, std::size_t>> exact_entries;  // (row, output) pairs
     std::vector<unsigned char> exact_rows;  // outputs with a share in theta_exact
@@ -470,131 +468,167 @@ struct window_rows {
         shift_and_pack_rows(chunk, I, ins[j] + row0 * I, packed_e, m);
     }
     // member j's log-values at row row0 + b, for the exact fallback: valid after
-    // shift_and_pack(j, row0, ...) until the next call
+    // shift_and_pack(j, row0, ...) until the next chunk
     const float* log_row(std::size_t j, std::size_t row0, std::size_t b) const {
         return ins[j] + (row0 + b) * I;
     }
 };
 
-// Below this a factor S, or the running product P, leaves the product for the log-space sum
-// (see mex_forward_window_panels): two factors of at least 2^-40 multiply to a normal float.
-inline constexpr float mex_product_floor = 0x1p-40f;
+// Rows of the fused window kernel's register tile: its S, P and E (3 x window_mr x NV vectors)
+// stay in registers beside the B loads (32 zmm registers; AVX2 has 16).
+inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 4 : 2;
+static_assert(mex_mr % window_mr == 0);
+
+// For positive normal p: p = f 2^k with f in [1, 2) (AVX-512) or [sqrt(1/2), sqrt(2)); p becomes
+// f and e gains k. Exact.
+inline void split_exponent(mex_batch& p, mex_batch& e) {
+#if defined(__AVX512F__)
+    if constexpr (mex_lanes == 16) {
+        e += mex_batch(_mm512_getexp_ps(p));
+        p = mex_batch(_mm512_getmant_ps(p, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero));
+        return;
+    }
+#endif
+    using int_batch = xsimd::batch<std::int32_t, mex_batch::arch_type>;
+    const int_batch bits = xsimd::bitwise_cast<int_batch>(p);
+    const int_batch k = (bits - int_batch(0x3f3504f3)) >> 23;  // as log_of_normal
+    e += xsimd::to_float(k);
+    p = xsimd::bitwise_cast<mex_batch>(bits - (k << 23));
+}
 
 // Forward pass of a conv fused with a product pooling window (see mex_forward_window): the
 // members' values m_j + log S_j are summed as sum_j m_j + log prod_j S_j, one log per window
-// output instead of one per member. Per row b: M = sum_j m_j (-inf once a member's row is all
-// -inf); per entry: P, the running product of the S_j that are at least mex_product_floor,
-// and L, the log-space rest: log S_j for smaller S_j above the fallback threshold, exact_j - m_j
-// for S_j below it (the exact logsumexp, as in mex_forward_panels), and log P whenever P drops
-// below the floor (then P restarts at 1). The window's output is M + L + log P.
-// The members' inputs come from `source` (window_rows, or leaf_kernels.hpp's leaves).
+// output instead of one per member. A register tile (window_mr rows x one B panel) computes
+// each member's S in turn and multiplies it into the running product, whose exponent is moved
+// out after every factor (split_exponent): P in [1, 2) and E, an integer, so that nothing
+// underflows; the window's output is M + log P + E log 2, M = sum_j m_j (-inf once a member's
+// row is all -inf). A factor S below the fallback threshold (mex_forward_threshold, as in
+// mex_forward_panels) is replaced by the exact logsumexp, split the same way. S is never
+// written to memory. The members' inputs come from `source` (window_rows, or
+// leaf_kernels.hpp's leaves); every member of a chunk is packed before the tiles run.
 template <std::size_t NV, class Source>
 void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
                                const Source& source, const float* const* packed_w_t,
                                const float* const* log_weights, float* pooled) {
+    constexpr std::size_t nr = NV * mex_lanes, tile_rows = window_mr;
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
-    const std::size_t o_padded = round_up(O, NV * mex_lanes);
     const std::size_t chunk_padded = round_up(std::min(rows, mex_rows_per_chunk), mex_mr);
 
-    float* packed_e = scratch.packed_rows.get(chunk_padded * I);
-    float* s = scratch.product.get(chunk_padded * o_padded);
-    float* m = scratch.row_max.get(chunk_padded);
-    float* product = scratch.window_product.get(chunk_padded * o_padded);
-    float* log_rest = scratch.window_log_rest.get(chunk_padded * o_padded);
+    float* packed_e = scratch.packed_rows.get(count * chunk_padded * I);
+    float* m = scratch.row_max.get(count * chunk_padded);
     float* shift_sum = scratch.window_shift_sum.get(chunk_padded);
-    auto& rest_rows = scratch.exact_rows;  // rows whose L is in use
     const float threshold = mex_forward_threshold(I);
-    const mex_batch floor(mex_product_floor), one(1.0f), zero(0.0f);
-    const mex_batch lane_index = lane_indices();
+    const mex_batch lane_index = lane_indices(), one(1.0f), log_two_high(0.693359375f),
+                    log_two_low(-2.12194440e-4f);
+
+    // The exact fallback for the lanes of s (row b of the chunk, outputs o0.. of member j) below
+    // the threshold: exact - m_j = log(f 2^k), f into s and k into e; -inf gives e = -inf.
+    // Rows past the chunk or whose M is -inf (their output is not computed) get s = 1.
+    const auto exact = [&](std::size_t j, std::size_t row0, std::size_t chunk, std::size_t b,
+                           std::size_t o0, mex_batch & s, mex_batch & e) __attribute__((noinline)) {
+        alignas(64) float s_lanes[mex_lanes], e_lanes[mex_lanes];
+        s.store_aligned(s_lanes);
+        e.store_aligned(e_lanes);
+        for (std::size_t q = 0; q < mex_lanes; ++q) {
+            if (!(s_lanes[q] < threshold)) continue;
+            if (b >= chunk || shift_sum[b] == mex_minus_infinity || o0 + q >= O) {
+                s_lanes[q] = 1.0f;
+                continue;
+            }
+            const float x =
+                exact_log_sum_exp(source.log_row(j, row0, b), log_weights[j] + (o0 + q) * I, I) -
+                m[j * chunk_padded + b];
+            if (x == mex_minus_infinity) {
+                s_lanes[q] = 1.0f;
+                e_lanes[q] = mex_minus_infinity;
+                continue;
+            }
+            const double k = std::floor(double(x) / 0.693147180559945309);
+            s_lanes[q] = float(std::exp(double(x) - k * 0.693147180559945309));
+            e_lanes[q] += float(k);
+        }
+        s = mex_batch::load_aligned(s_lanes);
+        e = mex_batch::load_aligned(e_lanes);
+    };
 
     for (std::size_t row0 = 0; row0 < rows; row0 += mex_rows_per_chunk) {
         const std::size_t chunk = std::min(mex_rows_per_chunk, rows - row0);
-        // P starts as the first member's S; L is zeroed for a row when it is first needed
-        std::fill_n(shift_sum, chunk, 0.0f);
-        rest_rows.assign(chunk, 0);
-        for (std::size_t j = 0; j < count; ++j) {
-            source.shift_and_pack(j, row0, chunk, packed_e, m);
-            // the first member's S is written where P goes (P = S), and is rewritten below only
-            // where it changes (small factors, padding lanes)
-            const bool in_place = j == 0;
-            gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t[j], in_place ? product : s, o_padded,
-                            false);
-            for (std::size_t b = 0; b < chunk; ++b) {
-                shift_sum[b] += m[b];  // -inf stays -inf: the window's row is log 0
-                if (shift_sum[b] == mex_minus_infinity) continue;
-                const float* s_row = (in_place ? product : s) + b * o_padded;
-                float* p_row = product + b * o_padded;
-                float* l_row = log_rest + b * o_padded;
-                for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                    // padding lanes, whose S is 0, count as factors of 1
-                    const std::size_t width = std::min(mex_lanes, O - o0);
-                    mex_batch s_vec = mex_batch::load_aligned(s_row + o0);
-                    if (width < mex_lanes)
-                        s_vec = xsimd::select(lane_index >= mex_batch(float(width)), one, s_vec);
-                    mex_batch p_vec =
-                        in_place ? mex_batch(1.0f) : mex_batch::load_aligned(p_row + o0);
-                    bool changed = !in_place || width < mex_lanes;
-                    if (xsimd::any((s_vec < floor) | (p_vec < floor))) {
-                        changed = true;
-                        // small factors move to L (vectorised: with sharp trained weights this
-                        // is common)
-                        if (!rest_rows[b]) {
-                            std::fill_n(l_row, o_padded, 0.0f);
-                            rest_rows[b] = 1;
-                        }
-                        mex_batch l_vec = mex_batch::load_aligned(l_row + o0);
-                        const auto small_p = p_vec < floor;
-                        if (xsimd::any(small_p)) {
-                            l_vec += xsimd::select(small_p, log_of_normal(p_vec), zero);
-                            p_vec = xsimd::select(small_p, one, p_vec);
-                        }
-                        const auto small_s = s_vec < floor;
-                        if (xsimd::any(small_s)) {
-                            // log_of_normal is valid from the fallback threshold up; below it,
-                            // the exact logsumexp (its lanes get 0 from the select first)
-                            const auto exact = s_vec < mex_batch(threshold);
-                            l_vec += xsimd::select(
-                                small_s, xsimd::select(exact, zero, log_of_normal(s_vec)), zero);
-                            if (xsimd::any(exact)) {
-                                alignas(64) float s_lanes[mex_lanes], l_lanes[mex_lanes];
-                                s_vec.store_aligned(s_lanes);
-                                l_vec.store_aligned(l_lanes);
-                                for (std::size_t q = 0; q < width; ++q)
-                                    if (s_lanes[q] < threshold)
-                                        l_lanes[q] +=
-                                            exact_log_sum_exp(source.log_row(j, row0, b),
-                                                              log_weights[j] + (o0 + q) * I, I) -
-                                            m[b];
-                                l_vec = mex_batch::load_aligned(l_lanes);
-                            }
-                            s_vec = xsimd::select(small_s, one, s_vec);
-                        }
-                        l_vec.store_aligned(l_row + o0);
-                    }
-                    if (changed) (p_vec * s_vec).store_aligned(p_row + o0);
-                }
-            }
-        }
-        // the window's output: M + L + log P (P in [2^-80, 1 + rounding], a normal float)
+        for (std::size_t j = 0; j < count; ++j)
+            source.shift_and_pack(j, row0, chunk, packed_e + j * chunk_padded * I,
+                                  m + j * chunk_padded);
         for (std::size_t b = 0; b < chunk; ++b) {
-            float* pooled_row = pooled + (row0 + b) * O;
-            const float* p_row = product + b * o_padded;
-            const float* l_row = log_rest + b * o_padded;
-            const mex_batch shift(shift_sum[b]);
-            const bool empty_row = shift_sum[b] == mex_minus_infinity;
-            const bool rest = rest_rows[b] != 0;
-            for (std::size_t o0 = 0; o0 < O; o0 += mex_lanes) {
-                const std::size_t width = std::min(mex_lanes, O - o0);
-                mex_batch value(mex_minus_infinity);
-                if (!empty_row) {
-                    const mex_batch log_p = log_of_normal(mex_batch::load_aligned(p_row + o0));
-                    value = shift + (rest ? mex_batch::load_aligned(l_row + o0) + log_p : log_p);
+            float sum = 0.0f;  // -inf stays -inf: the window's row is log 0
+            for (std::size_t j = 0; j < count; ++j) sum += m[j * chunk_padded + b];
+            shift_sum[b] = sum;
+        }
+        for (std::size_t n0 = 0; n0 < O; n0 += nr) {
+            const bool padded = n0 + nr > O;  // lanes past O: factors of 1
+            for (std::size_t r0 = 0; r0 < chunk; r0 += tile_rows) {
+                // A's element (r, k) of member j: a + j * chunk_padded * I + k * mex_mr + r
+                const float* a = packed_e + (r0 / mex_mr) * mex_mr * I + r0 % mex_mr;
+                mex_batch p[tile_rows][NV], e[tile_rows][NV];
+                for (std::size_t j = 0; j < count; ++j) {
+                    const float* a_j = a + j * chunk_padded * I;
+                    const float* b_j = packed_w_t[j] + n0 * I;
+                    mex_batch acc[tile_rows][NV];
+#pragma GCC unroll 4
+                    for (std::size_t r = 0; r < tile_rows; ++r)
+#pragma GCC unroll 2
+                        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = mex_batch(0.0f);
+#pragma GCC unroll 2
+                    for (std::size_t k = 0; k < I; ++k) {
+                        mex_batch bk[NV];
+#pragma GCC unroll 2
+                        for (std::size_t v = 0; v < NV; ++v)
+                            bk[v] = mex_batch::load_aligned(b_j + k * nr + v * mex_lanes);
+#pragma GCC unroll 4
+                        for (std::size_t r = 0; r < tile_rows; ++r) {
+                            const mex_batch ar(a_j[k * mex_mr + r]);
+#pragma GCC unroll 2
+                            for (std::size_t v = 0; v < NV; ++v)
+                                acc[r][v] = xsimd::fma(ar, bk[v], acc[r][v]);
+                        }
+                    }
+#pragma GCC unroll 4
+                    for (std::size_t r = 0; r < tile_rows; ++r)
+#pragma GCC unroll 2
+                        for (std::size_t v = 0; v < NV; ++v) {
+                            mex_batch s = acc[r][v];
+                            const std::size_t o0 = n0 + v * mex_lanes;
+                            if (padded)
+                                s = xsimd::select(lane_index >= mex_batch(float(O) - float(o0)),
+                                                  one, s);
+                            if (j == 0) e[r][v] = mex_batch(0.0f);
+                            if (xsimd::any(s < mex_batch(threshold)))
+                                exact(j, row0, chunk, r0 + r, o0, s, e[r][v]);
+                            p[r][v] = j == 0 ? s : p[r][v] * s;
+                            split_exponent(p[r][v], e[r][v]);
+                        }
                 }
-                if (width == mex_lanes)
-                    value.store_unaligned(pooled_row + o0);
-                else
-                    store_partial(value, pooled_row + o0, width);
+                // the window's output: M + log P + E log 2 (log 2 in two parts, the first
+                // exact when multiplied by E)
+                for (std::size_t r = 0; r < tile_rows && r0 + r < chunk; ++r) {
+                    float* pooled_row = pooled + (row0 + r0 + r) * O;
+                    const mex_batch shift(shift_sum[r0 + r]);
+                    const bool empty_row = shift_sum[r0 + r] == mex_minus_infinity;
+                    for (std::size_t v = 0; v < NV; ++v) {
+                        const std::size_t o0 = n0 + v * mex_lanes;
+                        if (o0 >= O) break;
+                        // (E = -inf: a factor whose exact value is 0)
+                        const mex_batch log_product =
+                            xsimd::fma(e[r][v], log_two_high,
+                                       xsimd::fma(e[r][v], log_two_low, log_of_normal(p[r][v])));
+                        const mex_batch value =
+                            empty_row ? mex_batch(mex_minus_infinity)
+                                      : xsimd::select(e[r][v] == mex_batch(mex_minus_infinity),
+                                                      e[r][v], shift + log_product);
+                        if (o0 + mex_lanes <= O)
+                            value.store_unaligned(pooled_row + o0);
+                        else
+                            store_partial(value, pooled_row + o0, O - o0);
+                    }
+                }
             }
         }
     }
@@ -993,9 +1027,10 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
 // sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
 // never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
 // weight set as for mex_forward_packed; pooled is rows x O. Within float rounding of the sum of
-// mex_forward_packed's values (it takes one log per output instead of one per member; where
-// that could underflow it falls back to logs per member, and to the exact logsumexp where
-// mex_forward_packed does). -inf wherever a member's value is -inf. count = 0 gives 0 (log 1).
+// mex_forward_packed's values (it takes one log per output instead of one per member, with the
+// product's exponent kept apart so that it cannot underflow, and the exact logsumexp where
+// mex_forward_packed takes it). -inf wherever a member's value is -inf. count = 0 gives 0
+// (log 1).
 inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
                                const float* const* ins, const float* const* packed_w_t,
                                const float* const* log_weights, float* pooled) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <limits>
 #include <span>
 #include <string>
@@ -70,9 +71,42 @@ T largest_log_precision() {
     return std::log(std::numeric_limits<T>::max());
 }
 
+// How far from 1 the class prior's probabilities exp(log_prior) may sum: |log of the sum| at
+// most this. Rounding log P(y) to a float moves it by at most 2^-24 |log P(y)|, so the sum
+// moves by at most 2^-24 sum_y P(y) |log P(y)| = 2^-24 H(P) <= 2^-24 ln K: under 1.3e-6 for
+// any int number of classes K. A prior computed in float (a division, a log) adds a few
+// 2^-24 more. 1e-5 is several times that, and refuses what is not a distribution.
+inline constexpr double prior_tolerance = 1e-5;
+
+// log sum_y exp(log_prior[y]), max-shifted and in double whatever T is (a float sum of K
+// terms would add K rounding errors of its own); -inf when every term is -inf.
+template <class T>
+double log_prior_total(std::span<const T> log_prior) {
+    double top = -std::numeric_limits<double>::infinity();
+    for (T v : log_prior) top = std::max(top, double(v));
+    if (top == -std::numeric_limits<double>::infinity()) return top;
+    double sum = 0;
+    for (T v : log_prior) sum += std::exp(double(v) - top);
+    return top + std::log(sum);
+}
+
+// Empty when exp(log_prior) sums to 1 within prior_tolerance; else what it sums to.
+template <class T>
+std::string prior_problem(std::span<const T> log_prior) {
+    const double log_total = log_prior_total(log_prior);
+    if (std::abs(log_total) <= prior_tolerance) return {};
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "its probabilities exp(log_prior) sum to %.7g (log of the sum %.3g), not 1 "
+                  "(|log of the sum| at most %g)",
+                  std::exp(log_total), log_total, prior_tolerance);
+    return text;
+}
+
 // Throws input_error unless `theta` has exactly the arrays `p` needs and every value is
 // allowed: never NaN or +inf; -inf only where it means probability zero (a logit, a conv
-// logit, log P(y)), and never for a whole row, which would leave nothing to normalise.
+// logit, log P(y)), and never for a whole row, which would leave nothing to normalise. The
+// class prior must be a distribution (prior_problem).
 template <class T>
 void validate(const plan& p, const parameters<T>& theta) {
     const std::size_t leaf = std::size_t(p.components) * p.patch_size();
@@ -118,6 +152,10 @@ void validate(const plan& p, const parameters<T>& theta) {
         check("theta[" + std::to_string(l) + "]", theta.theta[l], p.layers[l].weight_count(),
               std::size_t(p.layers[l].in_channels));
     check("log_prior", theta.log_prior, std::size_t(p.classes), std::size_t(p.classes));
+    if (const std::string problem = prior_problem(std::span<const T>(theta.log_prior));
+        !problem.empty())
+        throw input_error("tmm: parameter log_prior is not a distribution over the " +
+                          std::to_string(p.classes) + " classes: " + problem);
 }
 
 // Converts between precisions (e.g. float parameters into the float64 reference backend).

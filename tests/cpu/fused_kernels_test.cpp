@@ -443,6 +443,9 @@ BOOST_AUTO_TEST_CASE(refused_parameters_name_the_value) {
     auto nan_prior = theta;
     nan_prior.log_prior[1] = std::nanf("");
     refused(nan_prior, "parameter log_prior[1] is NaN");
+    auto heavy_prior = theta;  // P(y) must sum to 1: e^1e38 does not
+    heavy_prior.log_prior[2] = 1e38f;
+    refused(heavy_prior, "parameter log_prior is not a distribution over the 3 classes");
     auto minus_inf_mean = theta;
     minus_inf_mean.mean[3] = -inf;
     refused(minus_inf_mean, "parameter mean[3] is -inf");

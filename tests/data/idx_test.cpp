@@ -254,6 +254,46 @@ BOOST_AUTO_TEST_CASE(damaged_gzip_streams) {
     CHECK_HAS(msg, p.string() + ": corrupt gzip data: incorrect data check");
 }
 
+// A file of several gzip members is valid gzip (RFC 1952, section 2.2) and gzip -d reads them
+// all: so does the reader, the IDX bytes being the members' contents one after another. Bytes
+// after the last member that do not start another one (garbage, tar's zero padding, one
+// stray byte) are refused, naming the file and the byte offset in it where they start.
+BOOST_AUTO_TEST_CASE(gzip_members_are_read_in_turn_and_trailing_bytes_refused) {
+    scratch_dir dir;
+    const auto p = dir / "f.gz";
+    const auto gzipped = [&](const bytes& b) {
+        write_gz(p, b);
+        return read_raw(p);
+    };
+    const bytes good = small_images();  // a 16-byte header and 12 pixels
+    const bytes first = gzipped(bytes(good.begin(), good.begin() + 10));
+    const bytes second = gzipped(bytes(good.begin() + 10, good.end()));
+    const bytes empty = gzipped({});  // a member with no data is a member all the same
+
+    write_raw(p, concat(concat(first, empty), second));
+    const auto images = data::read_idx_images(p);
+    BOOST_TEST(images.count == 3u);
+    BOOST_CHECK(images.pixels == bytes(good.begin() + 16, good.end()));
+
+    const bytes whole = gzipped(good);
+    for (const bytes& junk : {bytes{'j', 'u', 'n', 'k'}, bytes(512, 0), bytes{0x1f}})
+        for (const bytes& members : {whole, concat(first, second)}) {
+            write_raw(p, concat(members, junk));
+            const auto msg = error_of([&] { data::read_idx_images(p); });
+            CHECK_HAS(msg, p.string() + ": byte offset " + std::to_string(members.size()) +
+                               " (of the gzip file): " + std::to_string(junk.size()) +
+                               (junk.size() == 1 ? " byte" : " bytes") +
+                               " of trailing garbage after the end of the gzip data");
+        }
+
+    // Label files are read the same way.
+    const bytes labels = gzipped(concat(be32s({0x801, 3}), bytes{0, 1, 2}));
+    write_raw(p, concat(labels, bytes{'x', 'y'}));
+    CHECK_HAS(error_of([&] { data::read_idx_labels(p); }),
+              p.string() + ": byte offset " + std::to_string(labels.size()) +
+                  " (of the gzip file): 2 bytes of trailing garbage");
+}
+
 BOOST_AUTO_TEST_CASE(labels_checked_against_images_and_classes) {
     scratch_dir dir;
     write_raw(dir / "img", small_images());

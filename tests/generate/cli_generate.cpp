@@ -286,6 +286,9 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_refused_with_a_reason) {
          "--count 13"},
         {w.with_model("inpaint") + " --data " + quote(w.data.string()) + " --missing iid:7" + png,
          2, "--missing"},
+        {w.with_model("inpaint") + " --data " + quote(w.data.string()) + " --missing delete:785" +
+             png,
+         2, "--missing delete:785: cannot delete 785 pixels of a 28x28 image, which has 784"},
     };
     for (const auto& c : cases) {
         const auto r = w.run(c.args);

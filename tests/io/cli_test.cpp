@@ -204,6 +204,16 @@ BOOST_AUTO_TEST_CASE(bad_missing_specs_exit_2) {
         BOOST_TEST(contains(r.err, "--missing"), spec);
         BOOST_TEST(r.out.empty(), spec);
     }
+    // delete:N deletes at most the 28 x 28 = 784 pixels an image has: 784 is all of them,
+    // 785 is a mistake
+    BOOST_TEST_REQUIRE(w.trained.code == 0);
+    auto r = w.run(eval_args(w.model, w.data, "--missing delete:784 --json"));
+    BOOST_TEST(r.code == 0, r.err);
+    r = w.run(eval_args(w.model, w.data, "--missing delete:785"));
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(contains(r.err, "--missing delete:785"), r.err);
+    BOOST_TEST(contains(r.err, "which has 784 pixels"), r.err);
+    BOOST_TEST(r.out.empty());
 }
 
 BOOST_AUTO_TEST_CASE(model_file_problems_exit_1_naming_the_file) {
@@ -234,6 +244,20 @@ BOOST_AUTO_TEST_CASE(model_file_problems_exit_1_naming_the_file) {
     r = w.run(eval_args(w.data / "train-labels-idx1-ubyte", w.data, ""));
     BOOST_TEST(r.code == 1);
     BOOST_TEST(contains(r.err, "bad magic"));
+
+    // A valid file (right CRC) whose class prior is not a distribution: 1e38 for class 0
+    // would win every prediction.
+    auto model = tmm::load_model(w.model);
+    model.params.log_prior.at(0) = 1e38f;
+    const fs::path heavy = w.dir.path / "heavy-prior.tmm";
+    const auto encoded = tmm::detail::encode_model(model.structure, model.params, "ht");
+    std::ofstream(heavy, std::ios::binary)
+        .write(reinterpret_cast<const char*>(encoded.data()), std::streamsize(encoded.size()));
+    r = w.run(eval_args(heavy, w.data, ""));
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(contains(r.err, heavy.string()), r.err);
+    BOOST_TEST(contains(r.err, "array log_prior is not a log distribution"), r.err);
+    BOOST_TEST(r.out.empty());
 }
 
 BOOST_AUTO_TEST_CASE(models_of_unknown_or_altered_architectures_exit_1) {

@@ -71,7 +71,8 @@ constexpr auto with_fixed_weights =
     tmm::product_pool<tmm::global> | tmm::classes<2>;
 
 // Random parameters for p, sprinkled with the values a careless format would mangle:
-// -0, subnormals, the largest and smallest normal floats, and a -inf class prior.
+// -0, subnormals, the largest and smallest normal floats, and a -inf class prior. The class
+// prior is a random distribution (log P(y) = z_y - log sum exp z, in double).
 tmm::parameters<float> random_parameters(const tmm::plan& p, unsigned seed) {
     auto params = tmm::zero_parameters<float>(p);
     std::mt19937 rng(seed);
@@ -88,7 +89,10 @@ tmm::parameters<float> random_parameters(const tmm::plan& p, unsigned seed) {
         for (auto& v : a) v = normal(rng);
         for (std::size_t i = 0; i < a.size(); i += 7) a[i] = specials[n++ % std::size(specials)];
     });
-    for (auto& v : params.log_prior) v = normal(rng);
+    std::vector<double> z(params.log_prior.size() - 1);
+    double total = 0;
+    for (double& v : z) total += std::exp(v = normal(rng));
+    for (std::size_t y = 0; y < z.size(); ++y) params.log_prior[y] = float(z[y] - std::log(total));
     params.log_prior.back() = -std::numeric_limits<float>::infinity();
     return params;
 }
@@ -289,6 +293,43 @@ BOOST_AUTO_TEST_CASE(non_finite_parameters_are_refused_on_load) {
     params.log_prior.at(0) = std::numeric_limits<float>::quiet_NaN();
     write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
     BOOST_TEST(contains(refusal([&] { tmm::load_model(f.path); }), "log_prior value 0 is NaN"));
+}
+
+// log_prior is log P(y): a file whose class probabilities do not sum to 1 (say 1e38 for one
+// class, which would win every prediction) is refused, naming the array and the sum; so is
+// saving one. A prior off by 1e-4 in the log is refused, one off by 1e-6 (float rounding) is
+// not: the tolerance is 1e-5.
+BOOST_AUTO_TEST_CASE(class_priors_that_are_not_distributions_are_refused) {
+    small_file f;
+    const float inf = std::numeric_limits<float>::infinity();
+    const auto refused = [&](std::vector<float> log_prior, const std::string& sum) {
+        auto params = f.params;
+        params.log_prior = std::move(log_prior);
+        write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
+        auto message = refusal([&] { tmm::load_model(f.path); });
+        BOOST_TEST(contains(message, f.path.string()), message);
+        BOOST_TEST(contains(message, "array log_prior is not a log distribution"), message);
+        BOOST_TEST(contains(message, "sum to " + sum), message);
+        message = refusal([&] { tmm::save_model(f.path, f.plan, params, "small-ht"); });
+        BOOST_TEST(contains(message, "array log_prior is not a log distribution"), message);
+        BOOST_TEST(contains(message, "nothing was written"), message);
+    };
+    // small_ht has 3 classes
+    refused({1e38f, std::log(0.5f), std::log(0.5f)}, "inf (");
+    refused({0.0f, 0.0f, 0.0f}, "3 (");                                      // P = 1, 1, 1
+    refused({std::log(0.25f), std::log(0.25f), std::log(0.25f)}, "0.75 (");  // P = 3 x 1/4
+    refused({-inf, -inf, -inf}, "0 (");                                      // no class possible
+    const float third = -std::log(3.0f);
+    refused({third + 1e-4f, third + 1e-4f, third + 1e-4f}, "1.0001");  // sum e^1e-4
+    // within the tolerance: loads, and the prior read back is the one written
+    for (const std::vector<float>& fine :
+         {std::vector<float>{third + 1e-6f, third + 1e-6f, third},
+          std::vector<float>{0.0f, -inf, -inf}, std::vector<float>{-1e38f, 0.0f, -inf}}) {
+        auto params = f.params;
+        params.log_prior = fine;
+        write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
+        BOOST_TEST((tmm::load_model(f.path).params.log_prior == fine));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(array_sizes_that_do_not_fit_the_plan_are_refused) {

@@ -250,6 +250,13 @@ BOOST_AUTO_TEST_CASE(parameters_that_do_not_fit_are_refused) {
     auto nan_precision = theta;
     nan_precision.log_precision[0] = std::nanf("");
     refused(nan_precision, "parameter log_precision[0] is NaN");
+    // log_prior is log P(y): probabilities that do not sum to 1 are refused, with the sum
+    auto heavy_prior = theta;
+    heavy_prior.log_prior[0] = 1e38f;
+    refused(heavy_prior, "parameter log_prior is not a distribution");
+    auto doubled_prior = theta;  // every P(y) twice 1/K: the sum is 2
+    for (float& v : doubled_prior.log_prior) v += std::log(2.0f);
+    refused(doubled_prior, "sum to 2 (");
     auto broken_plan = p;
     broken_plan.layers[1].members[0] = 1000;
     BOOST_CHECK_THROW(tmm::backends::cpu::log_likelihoods(broken_plan, theta, x), tmm::input_error);

@@ -81,7 +81,7 @@ void check_output_path(const std::filesystem::path& path);
 data::missing_spec parse_missing_option(const std::string& text);
 
 // A usage_error when the --missing spec (`text` as given) cannot fit the plan's images: a
-// rectangle wider than the image.
+// rectangle wider than the image, or more pixels to delete than the image has.
 void check_missing_fits(const data::missing_spec& spec, const std::string& text, const plan& p);
 
 const char* backend_name(backend_kind backend);

@@ -105,6 +105,12 @@ void check_missing_fits(const data::missing_spec& spec, const std::string& text,
             fmt::format("--missing {}: a {}x{} square does not fit inside a {}x{} "
                         "image",
                         text, spec.width, spec.width, p.height, p.width));
+    const long long pixels = static_cast<long long>(p.height) * p.width;
+    if (spec.kind == data::missing_kind::deletion && spec.count > pixels)
+        throw usage_error(
+            fmt::format("--missing {}: cannot delete {} pixels of a {}x{} image, "
+                        "which has {} pixels (N must be at most {})",
+                        text, spec.count, p.height, p.width, pixels, pixels));
 }
 
 const char* backend_name(backend_kind backend) {

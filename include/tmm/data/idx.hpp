@@ -80,7 +80,10 @@ inline std::string idx_type_name(unsigned code) {
 }
 
 // Sequential reader over a plain or gzipped file that knows its offset in the (decompressed)
-// byte stream, so every error can say where it happened.
+// byte stream, so every error can say where it happened. A file that starts with the gzip
+// magic 0x1f 0x8b is inflated by zlib member by member: several members are one stream, as
+// for gzip -d (RFC 1952, section 2.2); bytes after the last member that do not start another
+// are refused (gzip -d warns and ignores them, zlib's gzread ignores them silently).
 class idx_reader {
   public:
     explicit idx_reader(const std::filesystem::path& path) : path_(path.string()) {
@@ -90,16 +93,27 @@ class idx_reader {
             throw error(path_ + ": no such file, expected an IDX file");
         if (std::filesystem::is_directory(status))
             throw error(path_ + ": is a directory, expected an IDX file");
-        errno = 0;
-        file_ = gzopen(path_.c_str(), "rb");
-        if (file_ == nullptr)
-            throw error(path_ +
-                        ": cannot open: " + (errno != 0 ? std::strerror(errno) : "out of memory"));
-        gzbuffer(file_, 1 << 17);
+        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd_ < 0) throw error(path_ + ": cannot open: " + std::strerror(errno));
+        buffer_.resize(std::size_t{1} << 17);
+        try {
+            fill(2);
+        } catch (...) {
+            ::close(fd_);
+            throw;
+        }
+        gzip_ = starts_a_member();
+        if (gzip_ && inflateInit2(&stream_, 15 + 16) != Z_OK) {  // 16: gzip wrapper only
+            ::close(fd_);
+            throw error(path_ + ": cannot start zlib: out of memory");
+        }
     }
     idx_reader(const idx_reader&) = delete;
     idx_reader& operator=(const idx_reader&) = delete;
-    ~idx_reader() { gzclose(file_); }
+    ~idx_reader() {
+        if (gzip_) inflateEnd(&stream_);
+        ::close(fd_);
+    }
 
     const std::string& path() const { return path_; }
     std::uint64_t offset() const { return offset_; }
@@ -107,23 +121,7 @@ class idx_reader {
     // Reads up to n bytes; fewer only at the end of the data. Corrupt gzip data throws.
     std::size_t read(void* dst, std::size_t n) {
         auto* out = static_cast<unsigned char*>(dst);
-        std::size_t got = 0;
-        while (got < n) {
-            // gzread takes and returns int-sized counts.
-            unsigned ask = static_cast<unsigned>(std::min<std::size_t>(n - got, 1u << 30));
-            int r = gzread(file_, out + got, ask);
-            if (r < 0) {
-                // zlib decompresses ahead of the caller, so for gzip data the offset only
-                // says how far the good data reached.
-                if (gzdirect(file_))
-                    throw error(where(offset_ + got) + "read failed: " + zlib_message());
-                throw error(path_ + ": corrupt gzip data: " + zlib_message() +
-                            " (found while reading from byte offset " +
-                            std::to_string(offset_ + got) + " of the decompressed data)");
-            }
-            got += static_cast<std::size_t>(r);
-            if (static_cast<unsigned>(r) < ask) break;
-        }
+        const std::size_t got = gzip_ ? inflate_into(out, n) : copy_into(out, n);
         offset_ += got;
         return got;
     }
@@ -131,24 +129,12 @@ class idx_reader {
     // "path: byte offset N: " with a note when N counts decompressed bytes.
     std::string where(std::uint64_t off) const {
         return path_ + ": byte offset " + std::to_string(off) +
-               (gzdirect(file_) ? "" : " (of the decompressed data)") + ": ";
+               (gzip_ ? " (of the decompressed data)" : "") + ": ";
     }
 
-    // zlib's reason for a short read, e.g. a gzip stream cut off in the middle.
+    // Why a read came up short inside a gzip member: the file ended in the middle of it.
     std::string short_read_reason() const {
-        int code = Z_OK;
-        gzerror(file_, &code);
-        if (code == Z_OK) return "";
-        return " (zlib: " + zlib_message() + ")";
-    }
-
-    // gzerror's text without the "path: " it puts in front.
-    std::string zlib_message() const {
-        int code = Z_OK;
-        const char* raw = gzerror(file_, &code);
-        std::string msg = raw != nullptr ? raw : "";
-        if (msg.rfind(path_ + ": ", 0) == 0) msg.erase(0, path_.size() + 2);
-        return msg.empty() ? "unknown zlib error " + std::to_string(code) : msg;
+        return cut_ ? " (unexpected end of file inside the gzip data)" : "";
     }
 
     void read_exact(void* dst, std::size_t n, const std::string& what) {
@@ -186,7 +172,7 @@ class idx_reader {
     void expect_end(const std::string& what) {
         constexpr std::uint64_t idx_extra_scan = std::uint64_t{1} << 16;
         std::uint64_t start = offset_;
-        if (gzdirect(file_)) {
+        if (!gzip_) {
             std::error_code ec;
             const std::uint64_t size = std::filesystem::file_size(path_, ec);
             if (!ec && size > start)
@@ -205,11 +191,8 @@ class idx_reader {
                         " unexpected bytes after " + what + " (not read further)");
         if (extra != 0)
             throw error(where(start) + std::to_string(extra) + " unexpected bytes after " + what);
-        // zlib reports a gzip stream cut off after its last data byte (say, a lost trailer)
-        // only as this soft error, on the read that hits the end.
-        int code = Z_OK;
-        gzerror(file_, &code);
-        if (code == Z_BUF_ERROR)
+        // All the data arrived, then the file ended inside the member: say, a lost trailer.
+        if (cut_)
             throw error(where(start) + "the gzip stream ends early, after " + what +
                         " but before its checksum trailer" + short_read_reason());
     }
@@ -222,9 +205,113 @@ class idx_reader {
     }
 
   private:
+    // Unread bytes of the file in buffer_.
+    std::size_t buffered() const { return end_ - begin_; }
+    // Byte offset in the file of the first unread byte.
+    std::uint64_t file_offset() const { return file_read_ - buffered(); }
+
+    // Reads until at least `want` bytes are buffered or the file ends.
+    void fill(std::size_t want) {
+        if (begin_ > 0) {
+            std::memmove(buffer_.data(), buffer_.data() + begin_, buffered());
+            end_ -= begin_;
+            begin_ = 0;
+        }
+        while (!eof_ && end_ < want) {
+            const ssize_t r = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0)
+                throw error(path_ + ": byte offset " + std::to_string(file_read_) +
+                            (gzip_ ? " (of the gzip file)" : "") +
+                            ": read failed: " + std::strerror(errno));
+            eof_ = r == 0;
+            end_ += static_cast<std::size_t>(r);
+            file_read_ += static_cast<std::uint64_t>(r);
+        }
+    }
+
+    bool starts_a_member() const {
+        return buffered() >= 2 && buffer_[begin_] == 0x1f && buffer_[begin_ + 1] == 0x8b;
+    }
+
+    std::size_t copy_into(unsigned char* out, std::size_t n) {
+        std::size_t got = 0;
+        while (got < n) {
+            if (buffered() == 0) fill(1);
+            if (buffered() == 0) break;
+            const std::size_t take = std::min(n - got, buffered());
+            std::memcpy(out + got, buffer_.data() + begin_, take);
+            begin_ += take;
+            got += take;
+        }
+        return got;
+    }
+
+    std::size_t inflate_into(unsigned char* out, std::size_t n) {
+        std::size_t got = 0;
+        while (got < n) {
+            if (member_done_) {
+                if (!next_member()) break;
+                continue;
+            }
+            if (buffered() == 0) fill(1);
+            stream_.next_in = buffer_.data() + begin_;
+            stream_.avail_in = static_cast<uInt>(buffered());
+            stream_.next_out = out + got;
+            // zlib counts in 32 bits
+            const auto ask = static_cast<uInt>(std::min<std::size_t>(n - got, 1u << 30));
+            stream_.avail_out = ask;
+            const int code = inflate(&stream_, Z_NO_FLUSH);
+            begin_ = end_ - stream_.avail_in;
+            got += ask - stream_.avail_out;
+            if (code == Z_STREAM_END) {
+                member_done_ = true;
+            } else if (code == Z_BUF_ERROR && buffered() == 0 && eof_) {
+                cut_ = true;  // the file ends inside a member: the data stops here
+                break;
+            } else if (code != Z_OK) {
+                // zlib decompresses ahead of the caller, so the offset only says how far the
+                // good data reached.
+                throw error(path_ + ": corrupt gzip data: " +
+                            (stream_.msg != nullptr ? stream_.msg : zError(code)) +
+                            " (found while reading from byte offset " +
+                            std::to_string(offset_ + got) + " of the decompressed data)");
+            }
+        }
+        return got;
+    }
+
+    // After a member's trailer: false at the end of the file, true when another member
+    // starts; anything else is trailing garbage.
+    bool next_member() {
+        fill(2);
+        if (buffered() == 0) return false;
+        if (!starts_a_member()) {
+            const std::uint64_t at = file_offset();
+            std::error_code ec;
+            const std::uint64_t size = std::filesystem::file_size(path_, ec);
+            const std::uint64_t count = !ec && size > at ? size - at : buffered();
+            throw error(path_ + ": byte offset " + std::to_string(at) + " (of the gzip file): " +
+                        std::to_string(count) + (count == 1 ? " byte" : " bytes") +
+                        " of trailing garbage after the end of the gzip data (not the start "
+                        "of another gzip member)");
+        }
+        inflateReset(&stream_);
+        member_done_ = false;
+        return true;
+    }
+
     std::string path_;
-    gzFile file_ = nullptr;
-    std::uint64_t offset_ = 0;
+    int fd_ = -1;
+    std::vector<unsigned char> buffer_;
+    std::size_t begin_ = 0, end_ = 0;  // the unread bytes of buffer_
+    std::uint64_t file_read_ = 0;      // bytes read from the file so far
+    bool eof_ = false;
+    bool gzip_ = false;
+    z_stream stream_{};
+    bool member_done_ = false;  // inflate has passed a member's trailer
+    bool cut_ = false;          // the file ended inside a member
+    std::uint64_t offset_ = 0;  // in the (decompressed) data
 };
 
 // Checks the 4-byte magic: two zero bytes, the element type, the dimension count.

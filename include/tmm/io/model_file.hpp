@@ -19,7 +19,8 @@
 //                         weight_sets window_size, u32 fixed, i32 list set_of_position,
 //                         i32 list members, f64 list fixed_weights     (list = u32 count, items)
 //                   u32 array count, then per array: str name, u64 count, count x f32
-//                   (arrays: mean, log_precision, logits, theta.<l> for every layer, log_prior)
+//                   (arrays: mean, log_precision, logits, theta.<l> for every layer, log_prior;
+//                   log_prior is log P(y): its exponentials sum to 1 within prior_tolerance)
 #pragma once
 
 #include <fcntl.h>
@@ -225,8 +226,17 @@ inline std::vector<std::size_t> expected_array_sizes(const plan& p, std::string&
     return sizes;
 }
 
+// Empty when the class prior of a model file is a distribution; else the sum found.
+inline std::string log_prior_problem(const std::vector<float>& log_prior) {
+    const std::string problem = prior_problem(std::span<const float>(log_prior));
+    if (problem.empty()) return {};
+    return "array log_prior is not a log distribution over the " +
+           std::to_string(log_prior.size()) + " classes: " + problem;
+}
+
 // Empty when `params` fits `p` and every value is allowed; else the first problem. NaN is
-// never allowed; +-inf only as -inf in log_prior (a class with prior probability zero).
+// never allowed; +-inf only as -inf in log_prior (a class with prior probability zero), whose
+// probabilities must sum to 1.
 inline std::string parameters_problem(const plan& p, const parameters<float>& params) {
     std::string problem;
     const auto sizes = expected_array_sizes(p, problem);
@@ -254,6 +264,7 @@ inline std::string parameters_problem(const plan& p, const parameters<float>& pa
             }
         }
     });
+    if (problem.empty()) problem = log_prior_problem(params.log_prior);
     return problem;
 }
 
@@ -433,6 +444,9 @@ inline loaded_model decode_payload(const std::filesystem::path& file,
                                               "; a model file holds finite parameters only");
             out[i] = v;
         }
+        if (a + 1 == names.size())
+            if (const std::string bad = log_prior_problem(out); !bad.empty())
+                r.fail(values_at, bad);
     }
     if (!r.at_end())
         r.fail(r.offset(), "malformed payload: unexpected bytes after the last parameter array");

@@ -196,8 +196,9 @@ struct cpu {
         return true;
     }
 
-    // Whether every array of theta has the size p needs and the leaves' values are allowed (as
-    // validate() decides; the conv logits are checked while they are normalised).
+    // Whether every array of theta has the size p needs, the leaves' values are allowed and the
+    // class prior is a distribution (as validate() decides; the conv logits are checked while
+    // they are normalised).
     static bool leaves_and_sizes_fit(const plan& p, const parameters<float>& theta) {
         const std::size_t leaf = std::size_t(p.components) * p.patch_size();
         const bool gaussian = p.leaves == leaf_kind::gaussian;
@@ -232,7 +233,9 @@ struct cpu {
                         [&](float v) { return v < largest_log; });
         return finite(theta.mean) && finite(theta.log_precision) && precisions_fit &&
                distributions(theta.logits, std::size_t(p.values)) &&
-               distributions(theta.log_prior, std::size_t(p.classes));
+               distributions(theta.log_prior, std::size_t(p.classes)) &&
+               std::abs(log_prior_total(std::span<const float>(theta.log_prior))) <=
+                   prior_tolerance;
     }
 
     // Weights in the layouts the kernels read, computed and packed once per call and shared

@@ -183,6 +183,132 @@ BOOST_AUTO_TEST_CASE(window_kernel_matches_the_oracle) {
     BOOST_TEST(empty == std::vector<float>(6, 0.0f));
 }
 
+// Two windows chained as inference chains them (mex_forward_window_parts): the first keeps its
+// values as the parts of its product (product, exponent, shift), the second reads them without
+// an exp. Against the double oracle: the first window's values rebuilt from their parts, and the
+// second window's given the first's oracle values as its members' inputs. The first layer's
+// sharp weights spread its values widely, and the second's sharp weights then put some of its
+// sums below the exact-fallback threshold, where the parts are read back as logs.
+BOOST_AUTO_TEST_CASE(window_parts_chain_matches_the_oracle) {
+    std::mt19937 rng(15);
+    const std::size_t shapes[][5] = {// rows, I, middle width, O, members
+                                     {1, 1, 1, 1, 1},
+                                     {5, 8, 16, 16, 4},
+                                     {70, 32, 64, 128, 4},
+                                     {130, 17, 33, 5, 3},
+                                     {9, 64, 48, 20, 2}};
+    const auto sharpen = [](member& m, std::size_t I, float power) {
+        for (std::size_t o = 0; o * I < m.weights.size(); ++o) {
+            double sum = 0;
+            for (std::size_t i = 0; i < I; ++i)
+                if (m.weights[o * I + i] > 0) sum += std::pow(double(m.weights[o * I + i]), power);
+            for (std::size_t i = 0; i < I; ++i) {
+                const double w = m.weights[o * I + i] > 0
+                                     ? std::pow(double(m.weights[o * I + i]), power) / sum
+                                     : 0.0;
+                m.weights[o * I + i] = float(w);
+                m.log_weights[o * I + i] = w > 0 ? float(std::log(w)) : minus_infinity_f;
+                if (w > 0 && m.weights[o * I + i] == 0) {  // keep W and log W consistent
+                    m.weights[o * I + i] = 0;
+                    m.log_weights[o * I + i] = minus_infinity_f;
+                }
+            }
+        }
+    };
+    const auto pack = [](std::vector<member>& members, std::size_t I, std::size_t O,
+                         std::vector<kernels::detail::aligned_floats>& packed,
+                         std::vector<const float*>& weights, std::vector<const float*>& logs) {
+        packed.resize(members.size());
+        for (std::size_t j = 0; j < members.size(); ++j) {
+            float* w = packed[j].get(kernels::mex_forward_packed_size(I, O));
+            kernels::mex_pack_forward_weights(I, O, members[j].weights.data(), w);
+            weights.push_back(w);
+            logs.push_back(members[j].log_weights.data());
+        }
+    };
+    std::size_t fallbacks = 0;  // second-layer sums below the threshold (from the oracle)
+    for (const auto& shape : shapes) {
+        const std::size_t rows = shape[0], I = shape[1], mid = shape[2], O = shape[3],
+                          count = shape[4];
+        std::vector<member> first, second;
+        for (std::size_t j = 0; j < count; ++j) {
+            first.push_back(random_member(rows, I, mid, rng));
+            sharpen(first.back(), I, 6.0f);
+            for (float& v : first.back().in) v = v * 20.0f - 60.0f;  // (-inf stays -inf)
+        }
+        std::vector<kernels::detail::aligned_floats> packed_first, packed_second;
+        std::vector<const float*> ins, weights, logs, weights2, logs2;
+        for (const member& m : first) ins.push_back(m.in.data());
+        pack(first, I, mid, packed_first, weights, logs);
+        std::vector<float> product(rows * mid, 7.0f), exponent(rows * mid, 7.0f), shift(rows, 7.0f);
+        kernels::mex_forward_window_parts(rows, I, mid, count, ins.data(), nullptr, weights.data(),
+                                          logs.data(),
+                                          {nullptr, product.data(), exponent.data(), shift.data()});
+        const std::vector<double> want_first = oracle_pooled(first, rows, I, mid);
+        std::size_t bad = 0;
+        for (std::size_t e = 0; e < want_first.size(); ++e) {
+            const double w = want_first[e];
+            const double g = shift[e / mid] == minus_infinity_f || exponent[e] == minus_infinity_f
+                                 ? minus_infinity
+                                 : double(shift[e / mid]) + std::log(double(product[e])) +
+                                       double(exponent[e]) * std::log(2.0);
+            const bool ok =
+                w == minus_infinity
+                    ? g == minus_infinity
+                    : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+            if (!ok && bad++ < 5)
+                BOOST_ERROR(shape_name(rows, I, mid, count)
+                            << " parts entry " << e << ": got " << g << ", want " << w);
+        }
+        BOOST_TEST(bad == 0u, shape_name(rows, I, mid, count) << ": " << bad << " bad parts");
+
+        // the second window: every member reads the first window's values
+        std::vector<kernels::window_parts> parts;
+        for (std::size_t j = 0; j < count; ++j) {
+            second.push_back(random_member(rows, mid, O, rng));
+            sharpen(second.back(), mid, 20.0f);
+            for (std::size_t e = 0; e < want_first.size(); ++e)
+                second.back().in[e] = float(want_first[e]);
+            parts.push_back({product.data(), exponent.data(), shift.data()});
+        }
+        pack(second, mid, O, packed_second, weights2, logs2);
+        std::vector<float> pooled(rows * O, 12345.0f);
+        kernels::mex_forward_window_parts(rows, mid, O, count, nullptr, parts.data(),
+                                          weights2.data(), logs2.data(), {pooled.data()});
+        const std::vector<double> want = oracle_pooled(second, rows, mid, O);
+        bad = 0;
+        for (std::size_t e = 0; e < want.size(); ++e) {
+            const double g = pooled[e], w = want[e];
+            const bool ok =
+                w == minus_infinity
+                    ? g == minus_infinity
+                    : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+            if (!ok && bad++ < 5)
+                BOOST_ERROR(shape_name(rows, mid, O, count)
+                            << " second entry " << e << ": got " << g << ", want " << w);
+        }
+        BOOST_TEST(bad == 0u, shape_name(rows, mid, O, count) << ": " << bad << " bad entries");
+        // how many of the second layer's sums take the exact fallback (a member's S below
+        // mex_forward_threshold relative to its row's largest input)
+        for (const member& m : second)
+            for (std::size_t b = 0; b < rows; ++b) {
+                double top = minus_infinity;
+                for (std::size_t i = 0; i < mid; ++i)
+                    top = std::max(top, double(m.in[b * mid + i]));
+                if (top == minus_infinity) continue;
+                for (std::size_t o = 0; o < O; ++o) {
+                    double sum = 0;
+                    for (std::size_t i = 0; i < mid; ++i)
+                        if (m.weights[o * mid + i] > 0)
+                            sum +=
+                                std::exp(double(m.in[b * mid + i]) - top) * m.weights[o * mid + i];
+                    fallbacks += sum < kernels::detail::mex_forward_threshold(mid);
+                }
+            }
+    }
+    BOOST_TEST(fallbacks > 0u);  // the fallback's reading of the parts is exercised
+}
+
 // The fused kernel can keep the conv outputs too (training does): they equal the unfused ones.
 BOOST_AUTO_TEST_CASE(fused_conv_pool_keeps_the_conv_outputs_when_asked) {
     std::mt19937 rng(12);
@@ -380,7 +506,7 @@ BOOST_AUTO_TEST_CASE(window_from_leaves_matches_the_oracle) {
             std::vector<float> pooled(rows * O, 12345.0f);
             kernels::mex_forward_window_from_leaves(rows, O, count, t, by_pixel.data(), stride,
                                                     patch_pixels.data(), weights.data(),
-                                                    logs.data(), pooled.data());
+                                                    logs.data(), {pooled.data()});
             std::size_t bad = 0;
             for (std::size_t e = 0; e < want.size(); ++e) {
                 const double g = pooled[e], w = want[e];

@@ -402,6 +402,9 @@ struct cpu {
         std::vector<std::vector<float>> compact_in;
         // Inference over Gaussian leaves: the tile's pixels, pixel-major (pixel_major())
         std::vector<float> pixels;
+        // Inference: where a fused window feeds another, acts[l] holds its values' product and
+        // these their exponents and row shifts (cpu_kernels::mex_forward_window_parts)
+        std::vector<std::vector<float>> exponents, shifts;
     };
 
     // to[i] += from[i] and to[i] = from[i] for i < n, vectorised (n is not known at compile
@@ -609,6 +612,9 @@ struct cpu {
             ws.acts[0].resize(std::size_t(p.positions()) * rows * std::size_t(p.components));
         if (!fused_representation && !compact_representation)
             representation(p, prep, x, first, rows, ws.acts[0], parallel);
+        ws.exponents.resize(p.layers.size() + 1);
+        ws.shifts.resize(p.layers.size() + 1);
+        bool parts_in = false;  // acts[l] holds a window's parts (inference)
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -681,9 +687,12 @@ struct cpu {
             // an HT model has one) the positions are spread over the threads instead, and the
             // pooling runs as a layer of its own.
             constexpr int fewest_parallel_windows = 16;
-            const bool fuse =
-                fused_with_pool(p, x, l) &&
-                (!parallel || p.layers[l + 1].out_positions() >= fewest_parallel_windows);
+            const auto fused_at = [&](std::size_t k) {
+                return k < p.layers.size() && p.layers[k].kind == layer_kind::conv &&
+                       fused_with_pool(p, x, k) &&
+                       (!parallel || p.layers[k + 1].out_positions() >= fewest_parallel_windows);
+            };
+            const bool fuse = fused_at(l);
             if (!fuse) {
                 out.resize(std::size_t(ly.out_positions()) * rows * oc);
                 for_each_index(parallel, ly.in_positions(), [&](std::size_t j) {
@@ -702,19 +711,29 @@ struct cpu {
             if (keep_conv_outputs) out.resize(std::size_t(ly.out_positions()) * rows * oc);
             ws.compact_outputs[l] = keep_conv_outputs && ws.compacted[l];
             if (!keep_conv_outputs) {
-                // inference: one call per window, one log per output. Over Gaussian leaves the
-                // first conv computes its inputs from the tile's pixels as it packs them.
+                // inference: one call per window, one log per output, or none where the next
+                // layer is another window (it reads the parts of this one's product, and takes
+                // no exp). Over Gaussian leaves the first conv computes its inputs from the
+                // tile's pixels as it packs them.
                 const bool from_leaves = l == 0 && fused_representation && prep.tables.gaussian;
+                const bool parts_out =
+                    fused_at(l + 2) && (x.kept_positions.empty() || x.marginalized_layer != l + 1);
+                if (parts_out) {
+                    ws.exponents[l + 2].resize(pooled.size());
+                    ws.shifts[l + 2].resize(std::size_t(pool.out_positions()) * rows);
+                }
                 const std::size_t stride =
                     from_leaves ? cpu_kernels::pixel_major(x, first, rows, std::size_t(p.pixels()),
                                                            ws.pixels)
                                 : 0;
                 for_each_index(parallel, pool.out_positions(), [&](std::size_t window) {
                     thread_local std::vector<const float*> ins, packed, logs;
+                    thread_local std::vector<cpu_kernels::window_parts> parts;
                     thread_local std::vector<float> reps;
                     thread_local std::vector<int> member_pixels;
                     thread_local std::vector<const int*> patches;
                     ins.clear(), packed.clear(), logs.clear(), member_pixels.clear();
+                    parts.clear();
                     if (l == 0 && fused_representation && !from_leaves)
                         reps.resize(std::size_t(pool.window_size) * rows * ic);
                     for (int slot = 0; slot < pool.window_size; ++slot) {
@@ -730,6 +749,10 @@ struct cpu {
                             float* rep = reps.data() + ins.size() * rows * ic;
                             representation_at(p, prep, x, first, rows, j, rep);
                             ins.push_back(rep);
+                        } else if (parts_in) {
+                            parts.push_back({in.data() + j * rows * ic,
+                                             ws.exponents[l].data() + j * rows * ic,
+                                             ws.shifts[l].data() + j * rows});
                         } else {
                             ins.push_back(in.data() + j * rows * ic);
                         }
@@ -737,19 +760,25 @@ struct cpu {
                         logs.push_back(w.log.data() + set * oc * ic);
                     }
                     float* dst = pooled.data() + window * rows * oc;
+                    cpu_kernels::detail::window_values out{dst};
+                    if (parts_out)
+                        out = {nullptr, dst, ws.exponents[l + 2].data() + window * rows * oc,
+                               ws.shifts[l + 2].data() + window * rows};
                     if (from_leaves) {
                         patches.clear();
                         for (std::size_t i = 0; i < packed.size(); ++i)
                             patches.push_back(member_pixels.data() + i * p.patch_size());
                         cpu_kernels::mex_forward_window_from_leaves(
                             rows, oc, packed.size(), prep.tables, ws.pixels.data(), stride,
-                            patches.data(), packed.data(), logs.data(), dst);
+                            patches.data(), packed.data(), logs.data(), out);
                     } else {
-                        cpu_kernels::mex_forward_window(rows, ic, oc, ins.size(), ins.data(),
-                                                        packed.data(), logs.data(), dst);
+                        cpu_kernels::mex_forward_window_parts(
+                            rows, ic, oc, packed.size(), ins.data(),
+                            parts_in ? parts.data() : nullptr, packed.data(), logs.data(), out);
                     }
                 });
                 marginalize_positions(p, x, l + 1, first, rows, pooled);
+                parts_in = parts_out;
                 ++l;
                 continue;
             }

@@ -299,15 +299,17 @@ struct gaussian_window_leaves {
 // mex_forward_window): the members' inputs are the leaves' log-densities at their patches,
 // computed from pixel_major()'s pixels (stride: its return value) as they are packed. Member
 // j's patch: its coordinates' pixels patch_pixels[j][k], k < t.coordinates (-1: padding).
+// The values go to `out` as logs or as parts (see mex_forward_window_parts).
 inline void mex_forward_window_from_leaves(std::size_t rows, std::size_t O, std::size_t count,
                                            const leaf_tables& t, const float* pixels_by_image,
                                            std::size_t stride, const int* const* patch_pixels,
                                            const float* const* packed_w_t,
-                                           const float* const* log_weights, float* pooled) {
+                                           const float* const* log_weights,
+                                           const detail::window_values& out) {
     const std::size_t M = t.components;
     if (rows == 0 || O == 0) return;
-    if (count == 0 || M == 0) {
-        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
+    if (count == 0 || M == 0) {  // as mex_forward_window_parts
+        mex_forward_window_parts(rows, M, O, count, nullptr, nullptr, nullptr, nullptr, out);
         return;
     }
     // the observable coordinates of each member's patch
@@ -339,7 +341,7 @@ inline void mex_forward_window_from_leaves(std::size_t rows, std::size_t O, std:
                                                 row.get(M)};
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_window_panels<decltype(nv)::value>(rows, M, O, count, source,
-                                                               packed_w_t, log_weights, pooled);
+                                                               packed_w_t, log_weights, out);
     });
 }
 

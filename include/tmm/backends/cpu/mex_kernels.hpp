@@ -474,6 +474,80 @@ struct window_rows {
     }
 };
 
+// Where a fused window (mex_forward_window_panels) writes its values: as logs (rows x O), or
+// kept as the parts of its product for a next window to read without an exp (scaled_rows):
+// value[b,o] = shift[b] + log product[b,o] + exponent[b,o] log 2, with product normal and
+// positive, exponent an integer (-inf where the value is -inf) and shift[b] = -inf for a row
+// of -inf.
+struct window_values {
+    float* logs = nullptr;
+    float* product = nullptr;
+    float* exponent = nullptr;
+    float* shift = nullptr;
+};
+
+// 2^k for integral k >= -125 (else 0), times x in [sqrt(1/2), 2): x 2^k, flushed to 0 below
+// the normal range (AVX-512: scalef; elsewhere from the bits, for x's exponent field 126 or
+// 127).
+inline mex_batch scale_by_power_of_two(const mex_batch& x, const mex_batch& k) {
+#if defined(__AVX512F__)
+    if constexpr (mex_lanes == 16) return mex_batch(_mm512_scalef_ps(x, k));
+#endif
+    using int_batch = xsimd::batch<std::int32_t, mex_batch::arch_type>;
+    const auto normal = k >= mex_batch(-125.0f);
+    const int_batch shift = xsimd::to_int(xsimd::select(normal, k, mex_batch(0.0f))) << 23;
+    return xsimd::select(normal,
+                         xsimd::bitwise_cast<mex_batch>(xsimd::bitwise_cast<int_batch>(x) + shift),
+                         mex_batch(0.0f));
+}
+
+// The members' inputs of a window held as an earlier window's values in window_values' parts
+// (product[j], exponent[j]: rows x I; shift[j]: rows). Their packed E is P 2^(E - max E) per
+// row, shifted by m = shift + max E log 2: no exp.
+struct scaled_rows {
+    const float* const* product;
+    const float* const* exponent;
+    const float* const* shift;
+    std::size_t I;
+    float* row;  // I floats: log_row's values
+
+    void shift_and_pack(std::size_t j, std::size_t row0, std::size_t chunk, float* packed_e,
+                        float* m) const {
+        thread_local std::vector<float> top;
+        top.resize(chunk);
+        for (std::size_t b = 0; b < chunk; ++b) {
+            const float t = row_maximum(exponent[j] + (row0 + b) * I, I);
+            const float s = shift[j][row0 + b];
+            top[b] = t;
+            m[b] = t == mex_minus_infinity || s == mex_minus_infinity
+                       ? mex_minus_infinity
+                       : s + (t * 0.693359375f + t * -2.12194440e-4f);
+        }
+        pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
+            if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
+            const float* p = product[j] + (row0 + b) * I + i0;
+            const float* e = exponent[j] + (row0 + b) * I + i0;
+            const bool full = width == mex_lanes;
+            // padding lanes: exponent -inf gives 0
+            return scale_by_power_of_two(
+                full ? mex_batch::load_unaligned(p) : load_partial(p, width, 1.0f),
+                (full ? mex_batch::load_unaligned(e) : load_partial(e, width, mex_minus_infinity)) -
+                    mex_batch(top[b]));
+        });
+    }
+    // member j's log-values at row row0 + b, for the exact fallback
+    const float* log_row(std::size_t j, std::size_t row0, std::size_t b) const {
+        const float* p = product[j] + (row0 + b) * I;
+        const float* e = exponent[j] + (row0 + b) * I;
+        const float s = shift[j][row0 + b];
+        for (std::size_t i = 0; i < I; ++i)
+            row[i] = s == mex_minus_infinity || e[i] == mex_minus_infinity
+                         ? mex_minus_infinity
+                         : s + (std::log(p[i]) + e[i] * 0.693147180559945309f);
+        return row;
+    }
+};
+
 // Rows of the fused window kernel's register tile: its S, P and E (3 x window_mr x NV vectors)
 // stay in registers beside the B loads (32 zmm registers; AVX2 has 16).
 inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 4 : 2;
@@ -509,7 +583,7 @@ inline void split_exponent(mex_batch& p, mex_batch& e) {
 template <std::size_t NV, class Source>
 void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
                                const Source& source, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled) {
+                               const float* const* log_weights, const window_values& out) {
     constexpr std::size_t nr = NV * mex_lanes, tile_rows = window_mr;
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
@@ -607,26 +681,35 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                         }
                 }
                 // the window's output: M + log P + E log 2 (log 2 in two parts, the first
-                // exact when multiplied by E)
+                // exact when multiplied by E), or its parts
                 for (std::size_t r = 0; r < tile_rows && r0 + r < chunk; ++r) {
-                    float* pooled_row = pooled + (row0 + r0 + r) * O;
+                    const std::size_t b = row0 + r0 + r;
                     const mex_batch shift(shift_sum[r0 + r]);
                     const bool empty_row = shift_sum[r0 + r] == mex_minus_infinity;
+                    if (out.logs == nullptr && n0 == 0) out.shift[b] = shift_sum[r0 + r];
                     for (std::size_t v = 0; v < NV; ++v) {
                         const std::size_t o0 = n0 + v * mex_lanes;
                         if (o0 >= O) break;
+                        const std::size_t width = std::min(mex_lanes, O - o0);
+                        const auto store = [&](const mex_batch& value, float* row) {
+                            if (width == mex_lanes)
+                                value.store_unaligned(row + o0);
+                            else
+                                store_partial(value, row + o0, width);
+                        };
+                        if (out.logs == nullptr) {
+                            store(p[r][v], out.product + b * O);
+                            store(e[r][v], out.exponent + b * O);
+                            continue;
+                        }
                         // (E = -inf: a factor whose exact value is 0)
                         const mex_batch log_product =
                             xsimd::fma(e[r][v], log_two_high,
                                        xsimd::fma(e[r][v], log_two_low, log_of_normal(p[r][v])));
-                        const mex_batch value =
-                            empty_row ? mex_batch(mex_minus_infinity)
-                                      : xsimd::select(e[r][v] == mex_batch(mex_minus_infinity),
-                                                      e[r][v], shift + log_product);
-                        if (o0 + mex_lanes <= O)
-                            value.store_unaligned(pooled_row + o0);
-                        else
-                            store_partial(value, pooled_row + o0, O - o0);
+                        store(empty_row ? mex_batch(mex_minus_infinity)
+                                        : xsimd::select(e[r][v] == mex_batch(mex_minus_infinity),
+                                                        e[r][v], shift + log_product),
+                              out.logs + b * O);
                     }
                 }
             }
@@ -1041,7 +1124,56 @@ inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, s
     }
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_window_panels<decltype(nv)::value>(
-            rows, I, O, count, detail::window_rows{ins, I}, packed_w_t, log_weights, pooled);
+            rows, I, O, count, detail::window_rows{ins, I}, packed_w_t, log_weights,
+            detail::window_values{pooled});
+    });
+}
+
+// mex_forward_window with its inputs, its values, or both, kept as the parts of a window's
+// product (window_values; the members' parts in[j] = {product, exponent, shift} of rows x I,
+// rows x I and rows floats): a window that feeds another takes no log per output, and the next
+// takes no exp per input. Exactly the values of mex_forward_window, within float rounding.
+struct window_parts {
+    const float* product;
+    const float* exponent;
+    const float* shift;
+};
+inline void mex_forward_window_parts(std::size_t rows, std::size_t I, std::size_t O,
+                                     std::size_t count, const float* const* ins,
+                                     const window_parts* scaled_ins, const float* const* packed_w_t,
+                                     const float* const* log_weights,
+                                     const detail::window_values& out) {
+    if (rows == 0 || O == 0) return;
+    if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
+        const float value = count == 0 ? 0.0f : detail::mex_minus_infinity;
+        if (out.logs != nullptr) {
+            std::fill_n(out.logs, rows * O, value);
+        } else {
+            std::fill_n(out.product, rows * O, 1.0f);
+            std::fill_n(out.exponent, rows * O, 0.0f);
+            std::fill_n(out.shift, rows, value);
+        }
+        return;
+    }
+    detail::with_panel_vectors(O, [&](auto nv) {
+        constexpr std::size_t NV = decltype(nv)::value;
+        if (scaled_ins == nullptr) {
+            detail::mex_forward_window_panels<NV>(rows, I, O, count, detail::window_rows{ins, I},
+                                                  packed_w_t, log_weights, out);
+            return;
+        }
+        thread_local std::vector<const float*> parts;
+        parts.resize(3 * count);
+        for (std::size_t j = 0; j < count; ++j) {
+            parts[j] = scaled_ins[j].product;
+            parts[count + j] = scaled_ins[j].exponent;
+            parts[2 * count + j] = scaled_ins[j].shift;
+        }
+        thread_local detail::aligned_floats row;
+        const detail::scaled_rows source{parts.data(), parts.data() + count,
+                                         parts.data() + 2 * count, I, row.get(I)};
+        detail::mex_forward_window_panels<NV>(rows, I, O, count, source, packed_w_t, log_weights,
+                                              out);
     });
 }
 

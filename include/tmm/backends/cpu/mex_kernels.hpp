@@ -641,55 +641,73 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
             for (std::size_t r0 = 0; r0 < chunk; r0 += tile_rows) {
                 // A's element (r, k) of member j: a + j * chunk_padded * I + k * mex_mr + r
                 const float* a = packed_e + (r0 / mex_mr) * mex_mr * I + r0 % mex_mr;
+                // rows whose output is computed (the others' S is 0: padding, or a row of -inf)
+                bool live[tile_rows];
+                for (std::size_t r = 0; r < tile_rows; ++r)
+                    live[r] = r0 + r < chunk && shift_sum[r0 + r] != mex_minus_infinity;
                 mex_batch p[tile_rows][NV], e[tile_rows][NV];
-                for (std::size_t j = 0; j < count; ++j) {
-                    const float* a_j = a + j * chunk_padded * I;
-                    const float* b_j = packed_w_t[j] + n0 * I;
-                    mex_batch acc[tile_rows][NV];
+                // The tile's products; without the fallback (no call, so that P and E stay in
+                // registers) false when a live S is below the threshold: then again with it.
+                const auto products = [&](auto with_fallback) {
+                    mex_batch low(1.0f);  // the smallest live S
+                    for (std::size_t j = 0; j < count; ++j) {
+                        const float* a_j = a + j * chunk_padded * I;
+                        const float* b_j = packed_w_t[j] + n0 * I;
+                        mex_batch acc[tile_rows][NV];
 #pragma GCC unroll 4
-                    for (std::size_t r = 0; r < tile_rows; ++r)
+                        for (std::size_t r = 0; r < tile_rows; ++r)
 #pragma GCC unroll 2
-                        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = mex_batch(0.0f);
+                            for (std::size_t v = 0; v < NV; ++v) acc[r][v] = mex_batch(0.0f);
 #pragma GCC unroll 2
-                    for (std::size_t k = 0; k < I; ++k) {
-                        mex_batch bk[NV];
-#pragma GCC unroll 2
-                        for (std::size_t v = 0; v < NV; ++v)
-                            bk[v] = mex_batch::load_aligned(b_j + k * nr + v * mex_lanes);
-#pragma GCC unroll 4
-                        for (std::size_t r = 0; r < tile_rows; ++r) {
-                            const mex_batch ar(a_j[k * mex_mr + r]);
+                        for (std::size_t k = 0; k < I; ++k) {
+                            mex_batch bk[NV];
 #pragma GCC unroll 2
                             for (std::size_t v = 0; v < NV; ++v)
-                                acc[r][v] = xsimd::fma(ar, bk[v], acc[r][v]);
-                        }
-                    }
+                                bk[v] = mex_batch::load_aligned(b_j + k * nr + v * mex_lanes);
 #pragma GCC unroll 4
-                    for (std::size_t r = 0; r < tile_rows; ++r)
+                            for (std::size_t r = 0; r < tile_rows; ++r) {
+                                const mex_batch ar(a_j[k * mex_mr + r]);
 #pragma GCC unroll 2
-                        for (std::size_t v = 0; v < NV; ++v) {
-                            mex_batch s = acc[r][v];
-                            const std::size_t o0 = n0 + v * mex_lanes;
-                            if (padded)
-                                s = xsimd::select(lane_index >= mex_batch(float(O) - float(o0)),
-                                                  one, s);
-                            if (j == 0) e[r][v] = mex_batch(0.0f);
-                            if (xsimd::any(s < mex_batch(threshold)))
-                                exact(j, row0, chunk, r0 + r, o0, s, e[r][v]);
-                            p[r][v] = j == 0 ? s : p[r][v] * s;
-                            split_exponent(p[r][v], e[r][v]);
+                                for (std::size_t v = 0; v < NV; ++v)
+                                    acc[r][v] = xsimd::fma(ar, bk[v], acc[r][v]);
+                            }
                         }
-                }
-                // the window's output: M + log P + E log 2 (log 2 in two parts, the first
-                // exact when multiplied by E), or its parts
-                for (std::size_t r = 0; r < tile_rows && r0 + r < chunk; ++r) {
+#pragma GCC unroll 4
+                        for (std::size_t r = 0; r < tile_rows; ++r)
+#pragma GCC unroll 2
+                            for (std::size_t v = 0; v < NV; ++v) {
+                                mex_batch s = acc[r][v];
+                                const std::size_t o0 = n0 + v * mex_lanes;
+                                if (padded)
+                                    s = xsimd::select(lane_index >= mex_batch(float(O) - float(o0)),
+                                                      one, s);
+                                if (j == 0) e[r][v] = mex_batch(0.0f);
+                                if constexpr (decltype(with_fallback)::value) {
+                                    if (xsimd::any(s < mex_batch(threshold)))
+                                        exact(j, row0, chunk, r0 + r, o0, s, e[r][v]);
+                                } else if (live[r]) {
+                                    low = xsimd::min(low, s);
+                                }
+                                p[r][v] = j == 0 ? s : p[r][v] * s;
+                                split_exponent(p[r][v], e[r][v]);
+                            }
+                    }
+                    return !xsimd::any(low < mex_batch(threshold));
+                };
+                if (!products(std::false_type{})) products(std::true_type{});
+                    // the window's output: M + log P + E log 2 (log 2 in two parts, the first
+                    // exact when multiplied by E), or its parts
+#pragma GCC unroll 4
+                for (std::size_t r = 0; r < tile_rows; ++r) {
+                    if (r0 + r >= chunk) continue;
                     const std::size_t b = row0 + r0 + r;
                     const mex_batch shift(shift_sum[r0 + r]);
                     const bool empty_row = shift_sum[r0 + r] == mex_minus_infinity;
                     if (out.logs == nullptr && n0 == 0) out.shift[b] = shift_sum[r0 + r];
+#pragma GCC unroll 2
                     for (std::size_t v = 0; v < NV; ++v) {
                         const std::size_t o0 = n0 + v * mex_lanes;
-                        if (o0 >= O) break;
+                        if (o0 >= O) continue;
                         const std::size_t width = std::min(mex_lanes, O - o0);
                         const auto store = [&](const mex_batch& value, float* row) {
                             if (width == mex_lanes)

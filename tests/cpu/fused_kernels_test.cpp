@@ -85,6 +85,24 @@ std::string shape_name(std::size_t rows, std::size_t I, std::size_t O, std::size
     return s.str();
 }
 
+// Checks got(e) against the double oracle want[e] for every entry: -inf exactly where the
+// oracle is -inf, else finite and within 1e-5 relative (absolute below 1). Reports the first
+// few misses, named by `what`, and fails once more with their count.
+template <class Got>
+void check_against_oracle(const std::vector<double>& want, Got&& got, const std::string& what) {
+    std::size_t bad = 0;
+    for (std::size_t e = 0; e < want.size(); ++e) {
+        const double g = got(e), w = want[e];
+        const bool ok =
+            w == minus_infinity
+                ? g == minus_infinity
+                : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
+        if (!ok && bad++ < 5)
+            BOOST_ERROR(what << " entry " << e << ": got " << g << ", want " << w);
+    }
+    BOOST_TEST(bad == 0u, what << ": " << bad << " bad entries");
+}
+
 // Fused conv + pooling on random shapes: against the double oracle (-inf exactly where the
 // oracle is -inf, else 1e-5 relative), and bit for bit against the unfused kernel's outputs
 // added in member order, which is what the unfused pooling does.
@@ -115,18 +133,8 @@ BOOST_AUTO_TEST_CASE(fused_conv_pool_matches_the_oracle_and_the_unfused_kernels)
                                  m.log_weights.data(), out.data());
             for (std::size_t e = 0; e < out.size(); ++e) unfused_sum[e] += out[e];
         }
-        std::size_t bad = 0;
-        for (std::size_t e = 0; e < want.size(); ++e) {
-            const double g = pooled[e], w = want[e];
-            const bool ok =
-                w == minus_infinity
-                    ? g == minus_infinity
-                    : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-            if (!ok && bad++ < 5)
-                BOOST_ERROR(shape_name(rows, I, O, count)
-                            << " entry " << e << ": got " << g << ", want " << w);
-        }
-        BOOST_TEST(bad == 0u, shape_name(rows, I, O, count) << ": " << bad << " bad entries");
+        check_against_oracle(
+            want, [&](std::size_t e) { return pooled[e]; }, shape_name(rows, I, O, count));
         BOOST_TEST(pooled == unfused_sum, shape_name(rows, I, O, count) << ": fused != unfused");
     }
 }
@@ -162,19 +170,9 @@ BOOST_AUTO_TEST_CASE(window_kernel_matches_the_oracle) {
             std::vector<float> pooled(rows * O, 12345.0f);
             kernels::mex_forward_window(rows, I, O, count, ins.data(), weights.data(), logs.data(),
                                         pooled.data());
-            std::size_t bad = 0;
-            for (std::size_t e = 0; e < want.size(); ++e) {
-                const double g = pooled[e], w = want[e];
-                const bool ok =
-                    w == minus_infinity
-                        ? g == minus_infinity
-                        : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-                if (!ok && bad++ < 5)
-                    BOOST_ERROR(shape_name(rows, I, O, count)
-                                << (wide ? " wide" : "") << " entry " << e << ": got " << g
-                                << ", want " << w);
-            }
-            BOOST_TEST(bad == 0u, shape_name(rows, I, O, count) << ": " << bad << " bad entries");
+            check_against_oracle(
+                want, [&](std::size_t e) { return pooled[e]; },
+                shape_name(rows, I, O, count) + (wide ? " wide" : ""));
         }
     }
     // no member: log 1
@@ -245,22 +243,15 @@ BOOST_AUTO_TEST_CASE(window_parts_chain_matches_the_oracle) {
                                           logs.data(),
                                           {nullptr, product.data(), exponent.data(), shift.data()});
         const std::vector<double> want_first = oracle_pooled(first, rows, I, mid);
-        std::size_t bad = 0;
-        for (std::size_t e = 0; e < want_first.size(); ++e) {
-            const double w = want_first[e];
-            const double g = shift[e / mid] == minus_infinity_f || exponent[e] == minus_infinity_f
-                                 ? minus_infinity
-                                 : double(shift[e / mid]) + std::log(double(product[e])) +
-                                       double(exponent[e]) * std::log(2.0);
-            const bool ok =
-                w == minus_infinity
-                    ? g == minus_infinity
-                    : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-            if (!ok && bad++ < 5)
-                BOOST_ERROR(shape_name(rows, I, mid, count)
-                            << " parts entry " << e << ": got " << g << ", want " << w);
-        }
-        BOOST_TEST(bad == 0u, shape_name(rows, I, mid, count) << ": " << bad << " bad parts");
+        check_against_oracle(
+            want_first,
+            [&](std::size_t e) {
+                return shift[e / mid] == minus_infinity_f || exponent[e] == minus_infinity_f
+                           ? minus_infinity
+                           : double(shift[e / mid]) + std::log(double(product[e])) +
+                                 double(exponent[e]) * std::log(2.0);
+            },
+            shape_name(rows, I, mid, count) + " parts");
 
         // the second window: every member reads the first window's values
         std::vector<kernels::window_parts> parts;
@@ -276,18 +267,9 @@ BOOST_AUTO_TEST_CASE(window_parts_chain_matches_the_oracle) {
         kernels::mex_forward_window_parts(rows, mid, O, count, nullptr, parts.data(),
                                           weights2.data(), logs2.data(), {pooled.data()});
         const std::vector<double> want = oracle_pooled(second, rows, mid, O);
-        bad = 0;
-        for (std::size_t e = 0; e < want.size(); ++e) {
-            const double g = pooled[e], w = want[e];
-            const bool ok =
-                w == minus_infinity
-                    ? g == minus_infinity
-                    : std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-            if (!ok && bad++ < 5)
-                BOOST_ERROR(shape_name(rows, mid, O, count)
-                            << " second entry " << e << ": got " << g << ", want " << w);
-        }
-        BOOST_TEST(bad == 0u, shape_name(rows, mid, O, count) << ": " << bad << " bad entries");
+        check_against_oracle(
+            want, [&](std::size_t e) { return pooled[e]; },
+            shape_name(rows, mid, O, count) + " second");
         // how many of the second layer's sums take the exact fallback (a member's S below
         // mex_forward_threshold relative to its row's largest input)
         for (const member& m : second)
@@ -507,17 +489,9 @@ BOOST_AUTO_TEST_CASE(window_from_leaves_matches_the_oracle) {
             kernels::mex_forward_window_from_leaves(rows, O, count, t, by_pixel.data(), stride,
                                                     patch_pixels.data(), weights.data(),
                                                     logs.data(), {pooled.data()});
-            std::size_t bad = 0;
-            for (std::size_t e = 0; e < want.size(); ++e) {
-                const double g = pooled[e], w = want[e];
-                const bool ok =
-                    std::isfinite(g) && std::abs(g - w) <= 1e-5 * std::max(1.0, std::abs(w));
-                if (!ok && bad++ < 5)
-                    BOOST_ERROR(shape_name(rows, M, O, count)
-                                << (sharp ? " sharp" : "") << " entry " << e << ": got " << g
-                                << ", want " << w);
-            }
-            BOOST_TEST(bad == 0u, shape_name(rows, M, O, count) << ": " << bad << " bad entries");
+            check_against_oracle(
+                want, [&](std::size_t e) { return pooled[e]; },
+                shape_name(rows, M, O, count) + (sharp ? " sharp" : ""));
         }
     }
 }

@@ -383,7 +383,10 @@ class latent_tree {
         latent_assignment z;
         const std::vector<T> w = class_weights(v);
         z.label = label ? *label : choose(std::span<const T>(w));
-        if (z.label < 0 || w[z.label] == -std::numeric_limits<T>::infinity()) throw impossible();
+        // given the class, its prior does not matter (P(X | y) of a class of prior 0 is fine)
+        if (z.label < 0 ||
+            (label ? v.back()[z.label] : w[z.label]) == -std::numeric_limits<T>::infinity())
+            throw impossible();
         z.channels.resize(plan_.layers.size() + 1);
         z.channels.back() = {z.label};
         descend_from(v, int(plan_.layers.size()) - 1, z, choose);

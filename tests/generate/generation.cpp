@@ -271,6 +271,27 @@ BOOST_AUTO_TEST_CASE(prior_samples_match_the_prior_tensor) {
     }
 }
 
+// A class of prior probability zero is never drawn, yet P(X | that class) can still be drawn
+// from when the class is given (its prior plays no part there).
+BOOST_AUTO_TEST_CASE(a_class_of_prior_zero_is_never_drawn_but_can_be_given) {
+    const tmm::plan p = tmm::make_plan(tiny_ht);
+    engine rng(13);
+    auto theta = model_parameters(p, rng);
+    const double impossible = -std::numeric_limits<double>::infinity();
+    const double rest = std::log1p(-std::exp(theta.log_prior[0]));
+    theta.log_prior[0] = impossible;
+    for (std::size_t y = 1; y < theta.log_prior.size(); ++y) theta.log_prior[y] -= rest;
+    check_frequencies(p, theta, nothing_observed_values(p), nothing_observed(p), std::nullopt, 13,
+                      "prior 0 for class 0");
+    check_frequencies(p, theta, nothing_observed_values(p), nothing_observed(p), 0, 14,
+                      "class 0 given, its prior 0");
+    const tree t(p, theta);
+    tree::values v;
+    t.upward(batch(nothing_observed_values(p), nothing_observed(p), 1), 0,
+             tmm::semiring::max_product, v);
+    BOOST_TEST(t.most_probable(v, 0).label == 0);
+}
+
 BOOST_AUTO_TEST_CASE(conditional_samples_match_the_exact_posterior) {
     for (const auto& [p, seed] :
          {std::pair{tmm::make_plan(tiny_ht), 21u}, std::pair{tmm::make_plan(tiny_cp), 22u},

@@ -276,23 +276,65 @@ BOOST_AUTO_TEST_CASE(appended_bytes_are_refused) {
 
 BOOST_AUTO_TEST_CASE(non_finite_parameters_are_refused_on_load) {
     small_file f;
-    for (float bad :
-         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-          -std::numeric_limits<float>::infinity()}) {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), inf}) {
         auto params = f.params;
         params.theta.at(0).at(5) = bad;
         // encode_model does not check: it writes what save_model refuses to.
         write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
         const auto message = refusal([&] { tmm::load_model(f.path); });
         BOOST_TEST(contains(message, "array theta.0 value 5 is"));
-        BOOST_TEST(contains(message, std::isnan(bad) ? "NaN" : "infinite"));
+        BOOST_TEST(contains(message, std::isnan(bad) ? "NaN" : "+inf"));
         BOOST_TEST(contains(message, "byte offset"));
     }
-    // A NaN class prior is refused too; -inf there (an impossible class) is allowed.
+    // The Gaussians are finite: -inf there is refused.
     auto params = f.params;
+    params.mean.at(2) = -inf;
+    write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
+    BOOST_TEST(contains(refusal([&] { tmm::load_model(f.path); }), "array mean value 2 is -inf"));
+    // A NaN class prior is refused too; -inf there (an impossible class) is allowed.
+    params = f.params;
     params.log_prior.at(0) = std::numeric_limits<float>::quiet_NaN();
     write_bytes(f.path, tmm::detail::encode_model(f.plan, params, "small-ht"));
     BOOST_TEST(contains(refusal([&] { tmm::load_model(f.path); }), "log_prior value 0 is NaN"));
+}
+
+// A conv logit of -inf is a weight of zero, which tmm::validate and every backend accept: such a
+// model saves and loads back bit for bit. A whole row of -inf (no weight left to normalise) is
+// refused on save and on load, naming the row and where it starts in the file.
+BOOST_AUTO_TEST_CASE(zero_weights_round_trip_but_a_row_of_them_is_refused) {
+    small_file f;
+    const float inf = std::numeric_limits<float>::infinity();
+    const std::size_t row = std::size_t(f.plan.layers.at(0).in_channels);
+    auto params = f.params;
+    params.theta.at(0).at(1) = -inf;
+    params.theta.at(0).at(row + 1) = -inf;
+    for (float& v : params.log_precision) v = 0.0f;  // (the fixture's extremes aside)
+    tmm::validate(f.plan, params);                   // the library's own check accepts it
+    tmm::save_model(f.path, f.plan, params, "small-ht");
+    const auto loaded = tmm::load_model(f.path);
+    BOOST_TEST(loaded.params.theta.at(0) == params.theta.at(0));
+
+    for (std::size_t i = row; i < 2 * row; ++i) params.theta.at(0).at(i) = -inf;  // row 1
+    const auto saving = refusal([&] { tmm::save_model(f.path, f.plan, params, "small-ht"); });
+    BOOST_TEST(contains(saving, "array theta.0 row 1 (values " + std::to_string(row) + ".." +
+                                    std::to_string(2 * row - 1) + ") is entirely -inf"));
+    const auto bytes = tmm::detail::encode_model(f.plan, params, "small-ht");
+    write_bytes(f.path, bytes);
+    const auto loading = refusal([&] { tmm::load_model(f.path); });
+    BOOST_TEST(contains(loading, "array theta.0 row 1"));
+    // the offset named is that of the row's first value: its 4 bytes are -inf there
+    const std::size_t at = loading.find("byte offset ");
+    BOOST_TEST_REQUIRE(at != std::string::npos);
+    const std::size_t offset = std::stoul(loading.substr(at + 12));
+    BOOST_TEST_REQUIRE(offset + 4 <= bytes.size());
+    float value = 0;
+    std::memcpy(&value, bytes.data() + offset, 4);
+    BOOST_TEST(value == -inf);
+    BOOST_TEST(offset >= 4 * row);
+    float before = 0;
+    std::memcpy(&before, bytes.data() + offset - 4 * row, 4);
+    BOOST_TEST(before != -inf);  // row 0 starts with a finite logit
 }
 
 // log_prior is log P(y): a file whose class probabilities do not sum to 1 (say 1e38 for one

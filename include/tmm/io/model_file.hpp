@@ -20,7 +20,9 @@
 //                         i32 list members, f64 list fixed_weights     (list = u32 count, items)
 //                   u32 array count, then per array: str name, u64 count, count x f32
 //                   (arrays: mean, log_precision, logits, theta.<l> for every layer, log_prior;
-//                   log_prior is log P(y): its exponentials sum to 1 within prior_tolerance)
+//                   log_prior is log P(y): its exponentials sum to 1 within prior_tolerance;
+//                   -inf, probability zero, only in logits, theta.<l> and log_prior, and never
+//                   for a whole row: a leaf's V logits, a conv output's in_channels logits)
 #pragma once
 
 #include <fcntl.h>
@@ -226,6 +228,39 @@ inline std::vector<std::size_t> expected_array_sizes(const plan& p, std::string&
     return sizes;
 }
 
+// Whether array `name` may hold -inf (a probability of zero, as tmm::validate allows): the
+// categorical logits, the conv logits and the class prior; never the Gaussians.
+inline bool may_hold_minus_infinity(const std::string& name) {
+    return name == "logits" || name == "log_prior" || name.rfind("theta.", 0) == 0;
+}
+
+// The values per normalised row of array `name` of plan p (0: no rows to check here; the
+// class prior is checked as a distribution).
+inline std::size_t row_length(const plan& p, const std::string& name) {
+    if (name == "logits") return std::size_t(p.values);
+    if (name.rfind("theta.", 0) == 0)
+        return std::size_t(p.layers.at(std::stoul(name.substr(6))).in_channels);
+    return 0;
+}
+
+// The index of the first value of a row of `a` that is entirely -inf (nothing to normalise),
+// or a.size() when there is none.
+inline std::size_t impossible_row(const std::vector<float>& a, std::size_t row) {
+    if (row == 0) return a.size();
+    for (std::size_t start = 0; start + row <= a.size(); start += row)
+        if (std::all_of(a.begin() + std::ptrdiff_t(start), a.begin() + std::ptrdiff_t(start + row),
+                        [](float v) { return v == -std::numeric_limits<float>::infinity(); }))
+            return start;
+    return a.size();
+}
+
+inline std::string impossible_row_message(const std::string& name, std::size_t start,
+                                          std::size_t row) {
+    return "array " + name + " row " + std::to_string(start / row) + " (values " +
+           std::to_string(start) + ".." + std::to_string(start + row - 1) +
+           ") is entirely -inf: a distribution needs a value of non-zero probability";
+}
+
 // Empty when the class prior of a model file is a distribution; else the sum found.
 inline std::string log_prior_problem(const std::vector<float>& log_prior) {
     const std::string problem = prior_problem(std::span<const float>(log_prior));
@@ -234,9 +269,9 @@ inline std::string log_prior_problem(const std::vector<float>& log_prior) {
            std::to_string(log_prior.size()) + " classes: " + problem;
 }
 
-// Empty when `params` fits `p` and every value is allowed; else the first problem. NaN is
-// never allowed; +-inf only as -inf in log_prior (a class with prior probability zero), whose
-// probabilities must sum to 1.
+// Empty when `params` fits `p` and every value is allowed; else the first problem. NaN and +inf
+// are never allowed; -inf only where may_hold_minus_infinity, never for a whole row, and the
+// class prior's probabilities must sum to 1.
 inline std::string parameters_problem(const plan& p, const parameters<float>& params) {
     std::string problem;
     const auto sizes = expected_array_sizes(p, problem);
@@ -256,13 +291,18 @@ inline std::string parameters_problem(const plan& p, const parameters<float>& pa
         for (std::size_t i = 0; i < a.size(); ++i) {
             const bool allowed =
                 std::isfinite(a[i]) ||
-                (name == "log_prior" && a[i] == -std::numeric_limits<float>::infinity());
+                (may_hold_minus_infinity(name) && a[i] == -std::numeric_limits<float>::infinity());
             if (!allowed) {
                 problem = "array " + name + " value " + std::to_string(i) + " is " +
-                          (std::isnan(a[i]) ? "NaN" : "infinite");
+                          (std::isnan(a[i]) ? "NaN"
+                           : a[i] > 0       ? "+inf"
+                                            : "-inf");
                 return;
             }
         }
+        const std::size_t row = row_length(p, name);
+        if (const std::size_t start = impossible_row(a, row); start < a.size())
+            problem = impossible_row_message(name, start, row);
     });
     if (problem.empty()) problem = log_prior_problem(params.log_prior);
     return problem;
@@ -436,14 +476,21 @@ inline loaded_model decode_payload(const std::filesystem::path& file,
             std::uint32_t bits = 0;
             for (int b = 0; b < 4; ++b) bits |= std::uint32_t(raw[4 * i + b]) << (8 * b);
             const float v = std::bit_cast<float>(bits);
-            const bool allowed = std::isfinite(v) || (a + 1 == names.size() &&
+            const bool allowed = std::isfinite(v) || (may_hold_minus_infinity(name) &&
                                                       v == -std::numeric_limits<float>::infinity());
             if (!allowed)
                 r.fail(values_at + 4 * i, "array " + name + " value " + std::to_string(i) + " is " +
-                                              (std::isnan(v) ? "NaN" : "infinite") +
-                                              "; a model file holds finite parameters only");
+                                              (std::isnan(v) ? "NaN"
+                                               : v > 0       ? "+inf"
+                                                             : "-inf") +
+                                              (may_hold_minus_infinity(name)
+                                                   ? "; this array holds finite values or -inf only"
+                                                   : "; this array holds finite values only"));
             out[i] = v;
         }
+        const std::size_t row = row_length(m.structure, name);
+        if (const std::size_t start = impossible_row(out, row); start < out.size())
+            r.fail(values_at + 4 * start, impossible_row_message(name, start, row));
         if (a + 1 == names.size())
             if (const std::string bad = log_prior_problem(out); !bad.empty())
                 r.fail(values_at, bad);

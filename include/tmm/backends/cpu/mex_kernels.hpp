@@ -28,6 +28,14 @@
 
 namespace tmm::backends::cpu_kernels {
 
+// A window's values kept as the parts of its product, rows x I as read by the next window:
+// value[b,i] = shift[b] + log product[b,i] + exponent[b,i] log 2 (see detail::window_values).
+struct window_parts {
+    const float* product;
+    const float* exponent;
+    const float* shift;
+};
+
 namespace detail {
 
 using mex_batch = xsimd::batch<float>;
@@ -502,12 +510,10 @@ inline mex_batch scale_by_power_of_two(const mex_batch& x, const mex_batch& k) {
 }
 
 // The members' inputs of a window held as an earlier window's values in window_values' parts
-// (product[j], exponent[j]: rows x I; shift[j]: rows). Their packed E is P 2^(E - max E) per
+// (parts[j]: member j's, see window_parts). Their packed E is P 2^(E - max E) per
 // row, shifted by m = shift + max E log 2: no exp.
 struct scaled_rows {
-    const float* const* product;
-    const float* const* exponent;
-    const float* const* shift;
+    const window_parts* parts;  // member j's
     std::size_t I;
     float* row;  // I floats: log_row's values
 
@@ -516,8 +522,8 @@ struct scaled_rows {
         thread_local std::vector<float> top;
         top.resize(chunk);
         for (std::size_t b = 0; b < chunk; ++b) {
-            const float t = row_maximum(exponent[j] + (row0 + b) * I, I);
-            const float s = shift[j][row0 + b];
+            const float t = row_maximum(parts[j].exponent + (row0 + b) * I, I);
+            const float s = parts[j].shift[row0 + b];
             top[b] = t;
             m[b] = t == mex_minus_infinity || s == mex_minus_infinity
                        ? mex_minus_infinity
@@ -525,8 +531,8 @@ struct scaled_rows {
         }
         pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
             if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
-            const float* p = product[j] + (row0 + b) * I + i0;
-            const float* e = exponent[j] + (row0 + b) * I + i0;
+            const float* p = parts[j].product + (row0 + b) * I + i0;
+            const float* e = parts[j].exponent + (row0 + b) * I + i0;
             const bool full = width == mex_lanes;
             // padding lanes: exponent -inf gives 0
             return scale_by_power_of_two(
@@ -537,9 +543,9 @@ struct scaled_rows {
     }
     // member j's log-values at row row0 + b, for the exact fallback
     const float* log_row(std::size_t j, std::size_t row0, std::size_t b) const {
-        const float* p = product[j] + (row0 + b) * I;
-        const float* e = exponent[j] + (row0 + b) * I;
-        const float s = shift[j][row0 + b];
+        const float* p = parts[j].product + (row0 + b) * I;
+        const float* e = parts[j].exponent + (row0 + b) * I;
+        const float s = parts[j].shift[row0 + b];
         for (std::size_t i = 0; i < I; ++i)
             row[i] = s == mex_minus_infinity || e[i] == mex_minus_infinity
                          ? mex_minus_infinity
@@ -1124,38 +1130,10 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
     });
 }
 
-// A conv fused with the product pooling window that follows it, for inference: pooled[b,o] =
-// sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
-// never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
-// weight set as for mex_forward_packed; pooled is rows x O. Within float rounding of the sum of
-// mex_forward_packed's values (it takes one log per output instead of one per member, with the
-// product's exponent kept apart so that it cannot underflow, and the exact logsumexp where
-// mex_forward_packed takes it). -inf wherever a member's value is -inf. count = 0 gives 0
-// (log 1).
-inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
-                               const float* const* ins, const float* const* packed_w_t,
-                               const float* const* log_weights, float* pooled) {
-    if (rows == 0 || O == 0) return;
-    if (count == 0 || I == 0) {  // an empty product (log 1), or empty sums (log 0)
-        std::fill_n(pooled, rows * O, count == 0 ? 0.0f : detail::mex_minus_infinity);
-        return;
-    }
-    detail::with_panel_vectors(O, [&](auto nv) {
-        detail::mex_forward_window_panels<decltype(nv)::value>(
-            rows, I, O, count, detail::window_rows{ins, I}, packed_w_t, log_weights,
-            detail::window_values{pooled});
-    });
-}
-
 // mex_forward_window with its inputs, its values, or both, kept as the parts of a window's
-// product (window_values; the members' parts in[j] = {product, exponent, shift} of rows x I,
-// rows x I and rows floats): a window that feeds another takes no log per output, and the next
-// takes no exp per input. Exactly the values of mex_forward_window, within float rounding.
-struct window_parts {
-    const float* product;
-    const float* exponent;
-    const float* shift;
-};
+// product (window_values; the members' parts scaled_ins[j], see window_parts): a window that
+// feeds another takes no log per output, and the next takes no exp per input. Exactly the
+// values of mex_forward_window, within float rounding.
 inline void mex_forward_window_parts(std::size_t rows, std::size_t I, std::size_t O,
                                      std::size_t count, const float* const* ins,
                                      const window_parts* scaled_ins, const float* const* packed_w_t,
@@ -1180,19 +1158,26 @@ inline void mex_forward_window_parts(std::size_t rows, std::size_t I, std::size_
                                                   packed_w_t, log_weights, out);
             return;
         }
-        thread_local std::vector<const float*> parts;
-        parts.resize(3 * count);
-        for (std::size_t j = 0; j < count; ++j) {
-            parts[j] = scaled_ins[j].product;
-            parts[count + j] = scaled_ins[j].exponent;
-            parts[2 * count + j] = scaled_ins[j].shift;
-        }
         thread_local detail::aligned_floats row;
-        const detail::scaled_rows source{parts.data(), parts.data() + count,
-                                         parts.data() + 2 * count, I, row.get(I)};
+        const detail::scaled_rows source{scaled_ins, I, row.get(I)};
         detail::mex_forward_window_panels<NV>(rows, I, O, count, source, packed_w_t, log_weights,
                                               out);
     });
+}
+
+// A conv fused with the product pooling window that follows it, for inference: pooled[b,o] =
+// sum over the count members j of log sum_i W_j[o,i] exp(in_j[b,i]), the members' conv outputs
+// never written. ins[j] (rows x I), packed_w_t[j] and log_weights[j] are member j's input and
+// weight set as for mex_forward_packed; pooled is rows x O. Within float rounding of the sum of
+// mex_forward_packed's values (it takes one log per output instead of one per member, with the
+// product's exponent kept apart so that it cannot underflow, and the exact logsumexp where
+// mex_forward_packed takes it). -inf wherever a member's value is -inf. count = 0 gives 0
+// (log 1).
+inline void mex_forward_window(std::size_t rows, std::size_t I, std::size_t O, std::size_t count,
+                               const float* const* ins, const float* const* packed_w_t,
+                               const float* const* log_weights, float* pooled) {
+    mex_forward_window_parts(rows, I, O, count, ins, nullptr, packed_w_t, log_weights,
+                             detail::window_values{pooled});
 }
 
 // mex_forward_packed with W (O x I) and its transpose weights_t (I x O) packed on each call.

@@ -556,7 +556,7 @@ struct scaled_rows {
 
 // Rows of the fused window kernel's register tile: its S, P and E (3 x window_mr x NV vectors)
 // stay in registers beside the B loads (32 zmm registers; AVX2 has 16).
-inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 4 : 2;
+inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 8 : 2;
 static_assert(mex_mr % window_mr == 0);
 
 // For positive normal p: p = f 2^k with f in [1, 2) (AVX-512) or [sqrt(1/2), sqrt(2)); p becomes
@@ -651,7 +651,8 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                 bool live[tile_rows];
                 for (std::size_t r = 0; r < tile_rows; ++r)
                     live[r] = r0 + r < chunk && shift_sum[r0 + r] != mex_minus_infinity;
-                mex_batch p[tile_rows][NV], e[tile_rows][NV];
+                // P and E of the tile, in L1 (the registers hold the sums' accumulators)
+                alignas(64) float p_mem[tile_rows][NV][mex_lanes], e_mem[tile_rows][NV][mex_lanes];
                 // The tile's products; without the fallback (no call, so that P and E stay in
                 // registers) false when a live S is below the threshold: then again with it.
                 const auto products = [&](auto with_fallback) {
@@ -660,7 +661,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                         const float* a_j = a + j * chunk_padded * I;
                         const float* b_j = packed_w_t[j] + n0 * I;
                         mex_batch acc[tile_rows][NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                         for (std::size_t r = 0; r < tile_rows; ++r)
 #pragma GCC unroll 2
                             for (std::size_t v = 0; v < NV; ++v) acc[r][v] = mex_batch(0.0f);
@@ -670,7 +671,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
 #pragma GCC unroll 2
                             for (std::size_t v = 0; v < NV; ++v)
                                 bk[v] = mex_batch::load_aligned(b_j + k * nr + v * mex_lanes);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                             for (std::size_t r = 0; r < tile_rows; ++r) {
                                 const mex_batch ar(a_j[k * mex_mr + r]);
 #pragma GCC unroll 2
@@ -678,7 +679,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                                     acc[r][v] = xsimd::fma(ar, bk[v], acc[r][v]);
                             }
                         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                         for (std::size_t r = 0; r < tile_rows; ++r)
 #pragma GCC unroll 2
                             for (std::size_t v = 0; v < NV; ++v) {
@@ -687,15 +688,19 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                                 if (padded)
                                     s = xsimd::select(lane_index >= mex_batch(float(O) - float(o0)),
                                                       one, s);
-                                if (j == 0) e[r][v] = mex_batch(0.0f);
+                                mex_batch e = j == 0 ? mex_batch(0.0f)
+                                                     : mex_batch::load_aligned(e_mem[r][v]);
                                 if constexpr (decltype(with_fallback)::value) {
                                     if (xsimd::any(s < mex_batch(threshold)))
-                                        exact(j, row0, chunk, r0 + r, o0, s, e[r][v]);
+                                        exact(j, row0, chunk, r0 + r, o0, s, e);
                                 } else if (live[r]) {
                                     low = xsimd::min(low, s);
                                 }
-                                p[r][v] = j == 0 ? s : p[r][v] * s;
-                                split_exponent(p[r][v], e[r][v]);
+                                mex_batch p =
+                                    j == 0 ? s : mex_batch::load_aligned(p_mem[r][v]) * s;
+                                split_exponent(p, e);
+                                p.store_aligned(p_mem[r][v]);
+                                e.store_aligned(e_mem[r][v]);
                             }
                     }
                     return !xsimd::any(low < mex_batch(threshold));
@@ -703,7 +708,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                 if (!products(std::false_type{})) products(std::true_type{});
                     // the window's output: M + log P + E log 2 (log 2 in two parts, the first
                     // exact when multiplied by E), or its parts
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (std::size_t r = 0; r < tile_rows; ++r) {
                     if (r0 + r >= chunk) continue;
                     const std::size_t b = row0 + r0 + r;
@@ -721,18 +726,19 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                             else
                                 store_partial(value, row + o0, width);
                         };
+                        const mex_batch p = mex_batch::load_aligned(p_mem[r][v]),
+                                        e = mex_batch::load_aligned(e_mem[r][v]);
                         if (out.logs == nullptr) {
-                            store(p[r][v], out.product + b * O);
-                            store(e[r][v], out.exponent + b * O);
+                            store(p, out.product + b * O);
+                            store(e, out.exponent + b * O);
                             continue;
                         }
                         // (E = -inf: a factor whose exact value is 0)
                         const mex_batch log_product =
-                            xsimd::fma(e[r][v], log_two_high,
-                                       xsimd::fma(e[r][v], log_two_low, log_of_normal(p[r][v])));
+                            xsimd::fma(e, log_two_high, xsimd::fma(e, log_two_low, log_of_normal(p)));
                         store(empty_row ? mex_batch(mex_minus_infinity)
-                                        : xsimd::select(e[r][v] == mex_batch(mex_minus_infinity),
-                                                        e[r][v], shift + log_product),
+                                        : xsimd::select(e == mex_batch(mex_minus_infinity), e,
+                                                        shift + log_product),
                               out.logs + b * O);
                     }
                 }

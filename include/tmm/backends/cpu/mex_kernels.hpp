@@ -42,8 +42,8 @@ using mex_batch = xsimd::batch<float>;
 inline constexpr std::size_t mex_lanes = mex_batch::size;
 
 // Register tile of the GEMM micro-kernel: mex_mr rows times mex_nv vectors of columns.
-// 8 x 2 zmm accumulators (16 of 32 registers) cover the 4-cycle FMA latency at one FMA per
-// cycle with room for the B loads; with 8-lane vectors (AVX2, 16 registers) 6 x 2.
+// 8 x 2 zmm accumulators (16 of 32 registers) cover the 4-cycle FMA latency of a core with two
+// 512-bit FMA units, with room for the B loads; with 8-lane vectors (AVX2, 16 registers) 6 x 2.
 inline constexpr std::size_t mex_mr = mex_lanes >= 16 ? 8 : 6;
 inline constexpr std::size_t mex_nv = 2;
 
@@ -554,8 +554,10 @@ struct scaled_rows {
     }
 };
 
-// Rows of the fused window kernel's register tile: its S, P and E (3 x window_mr x NV vectors)
-// stay in registers beside the B loads (32 zmm registers; AVX2 has 16).
+// Rows of the fused window kernel's register tile: its sums S (window_mr x NV accumulators, 16
+// as in the micro-kernel) stay in registers; the tile's running P and E wait in L1 between
+// members. 4 rows, with P and E in registers too, left a core with two FMA units half idle on
+// the latency of 8 accumulators (AVX2's 16 registers hold 2 rows of all three).
 inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 8 : 2;
 static_assert(mex_mr % window_mr == 0);
 

@@ -557,8 +557,8 @@ struct scaled_rows {
 // Rows of the fused window kernel's register tile: its sums S (window_mr x NV accumulators, 16
 // as in the micro-kernel) stay in registers; the tile's running P and E wait in L1 between
 // members. 4 rows, with P and E in registers too, left a core with two FMA units half idle on
-// the latency of 8 accumulators (AVX2's 16 registers hold 2 rows of all three).
-inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 8 : 2;
+// the latency of 8 accumulators; with AVX2 (16 registers) 6 x 2 accumulators, as mex_mr.
+inline constexpr std::size_t window_mr = mex_lanes >= 16 ? 8 : 6;
 static_assert(mex_mr % window_mr == 0);
 
 // For positive normal p: p = f 2^k with f in [1, 2) (AVX-512) or [sqrt(1/2), sqrt(2)); p becomes

@@ -19,7 +19,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <new>
 #include <span>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../../observations.hpp"
@@ -30,6 +34,30 @@
 #include "mex_kernels.hpp"
 
 namespace tmm::backends {
+
+namespace cpu_detail {
+// std::allocator whose value-less construct leaves the element default-initialised (a float is
+// left as it is): a vector of floats grows without writing zeros that are overwritten anyway.
+template <class T>
+struct uninitialised_allocator : std::allocator<T> {
+    using value_type = T;
+    template <class U>
+    struct rebind {
+        using other = uninitialised_allocator<U>;
+    };
+    uninitialised_allocator() = default;
+    template <class U>
+    uninitialised_allocator(const uninitialised_allocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* at) noexcept(std::is_nothrow_default_constructible_v<U>) {
+        ::new (static_cast<void*>(at)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* at, Args&&... args) {
+        ::new (static_cast<void*>(at)) U(std::forward<Args>(args)...);
+    }
+};
+}  // namespace cpu_detail
 
 struct cpu {
     // Images per inference task. Fixed (not derived from the thread count) so that every
@@ -388,7 +416,9 @@ struct cpu {
     // Activations of one tile, layer by layer: positions x rows x channels.
     struct workspace {
         std::vector<std::vector<float>> acts;
-        std::vector<float> d_out, d_in;  // gradients flowing down, one layer at a time
+        // gradients flowing down, one layer at a time (every entry written before it is read:
+        // growing them fills nothing)
+        std::vector<float, cpu_detail::uninitialised_allocator<float>> d_out, d_in;
         // Training only (see active_rows): per layer, whether its conv skips images; per layer
         // and position, the images it computes; per layer up to the marginalised one, the
         // position of the marginalised layer above each of its positions.
@@ -479,13 +509,17 @@ struct cpu {
         const bool on_marginalised = skips.on_marginalised;
         const bool first_conv = skips.unobserved_patch;
         const std::vector<int>& pixels = patch_pixels(p, j);
-        list.clear();
         const std::uint8_t* kept = x.kept_positions.empty() ? nullptr : x.kept_positions.data();
         const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
         const float* values = x.values.data();
+        // Without a branch on the data (half the positions and pixels are kept at random):
+        // every row is written, the count advances past the kept ones.
+        list.resize(rows);
+        std::size_t count = 0;
         for (std::size_t b = 0; b < rows; ++b) {
-            if (above >= 0 && kept[b * positions + std::size_t(above)] == 0) continue;
-            if (on_marginalised && kept[b * positions + std::size_t(j)] == 0) continue;
+            bool keep = true;
+            if (above >= 0) keep &= kept[b * positions + std::size_t(above)] != 0;
+            if (on_marginalised) keep &= kept[b * positions + std::size_t(j)] != 0;
             if (first_conv) {
                 const std::size_t image = b * std::size_t(p.pixels());
                 bool seen = false;  // an observed pixel: flagged (or no mask) and not NaN
@@ -494,10 +528,12 @@ struct cpu {
                     const std::size_t at = image + std::size_t(pixel);
                     seen |= (observed == nullptr || observed[at] != 0) & (values[at] == values[at]);
                 }
-                if (!seen) continue;
+                keep &= seen;
             }
-            list.push_back(std::uint32_t(b));
+            list[count] = std::uint32_t(b);
+            count += keep;
         }
+        list.resize(count);
     }
 
     // Copies rows list[i] of the blocks src (rows of `width` floats) to dst, one after another.
@@ -632,7 +668,7 @@ struct cpu {
                         add_floats(dst, in.data() + std::size_t(j) * rows * ic, rows * oc);
                     }
                 });
-                marginalize_positions(p, x, l, first, rows, out);
+                marginalize_positions(p, x, l, first, rows, out.data());
                 continue;
             }
             const auto& w = prep.layers[l];
@@ -701,7 +737,7 @@ struct cpu {
                     else
                         conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
                 });
-                marginalize_positions(p, x, l, first, rows, out);
+                marginalize_positions(p, x, l, first, rows, out.data());
                 continue;
             }
             // fused: window by window, members in order (the sum of the unfused pooling)
@@ -777,7 +813,7 @@ struct cpu {
                             parts_in ? parts.data() : nullptr, packed.data(), logs.data(), out);
                     }
                 });
-                marginalize_positions(p, x, l + 1, first, rows, pooled);
+                marginalize_positions(p, x, l + 1, first, rows, pooled.data());
                 parts_in = parts_out;
                 ++l;
                 continue;
@@ -801,7 +837,7 @@ struct cpu {
                 }
                 if (!accumulate) std::fill_n(dst, rows * oc, 0.0f);  // only padded slots
             });
-            marginalize_positions(p, x, l + 1, first, rows, pooled);
+            marginalize_positions(p, x, l + 1, first, rows, pooled.data());
             ++l;
         }
     }
@@ -809,15 +845,14 @@ struct cpu {
     // Positions marginalised by the caller become log 1 = 0 in every channel (in a forward
     // pass), or pass no gradient (in a backward pass): both zero the same entries.
     static void marginalize_positions(const plan& p, const observations<float>& x, std::size_t l,
-                                      std::size_t first, std::size_t rows,
-                                      std::vector<float>& act) {
+                                      std::size_t first, std::size_t rows, float* act) {
         if (x.kept_positions.empty() || l != x.marginalized_layer) return;
         const layer& ly = p.layers[l];
         const std::size_t positions = ly.out_positions(), channels = ly.out_channels;
         for (std::size_t j = 0; j < positions; ++j)
             for (std::size_t b = 0; b < rows; ++b)
                 if (!x.position_kept(l, first + b, positions, j))
-                    std::fill_n(act.data() + (j * rows + b) * channels, channels, 0.0f);
+                    std::fill_n(act + (j * rows + b) * channels, channels, 0.0f);
     }
 
     // Gradients of the whole batch (rows images from the first), layer by layer from the top;
@@ -827,8 +862,8 @@ struct cpu {
                          const std::vector<float>& dout_all, workspace& ws, parameters<float>& grad,
                          bool with_leaves) {
         // gradient with respect to the last activations: rows x K, from the caller's seed
-        std::vector<float>& d_out = ws.d_out;
-        std::vector<float>& d_in = ws.d_in;
+        auto& d_out = ws.d_out;
+        auto& d_in = ws.d_in;
         d_out.assign(dout_all.begin(), dout_all.begin() + rows * p.classes);
         // A pooling passes each window's gradient unchanged to its members: the conv below
         // reads it there (d_out block window_of[j] for position j) instead of a copy per member.
@@ -836,7 +871,7 @@ struct cpu {
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
-            marginalize_positions(p, x, l, 0, rows, d_out);
+            marginalize_positions(p, x, l, 0, rows, d_out.data());
             if (ly.kind == layer_kind::pool && l > 0 && p.layers[l - 1].kind == layer_kind::conv &&
                 (x.kept_positions.empty() || x.marginalized_layer != l - 1)) {
                 window_of.assign(ly.in_positions(), -1);
@@ -915,14 +950,14 @@ struct cpu {
             }
             std::swap(d_out, d_in);
         }
-        if (with_leaves) leaf_gradients_by_blocks(p, theta, prep, x, rows, d_out, grad);
+        if (with_leaves) leaf_gradients_by_blocks(p, theta, prep, x, rows, d_out.data(), grad);
     }
 
     // The leaves' gradients, in parallel over fixed blocks of positions, each into its own
     // partial sums, added in block order (the same result whatever the threads).
     static void leaf_gradients_by_blocks(const plan& p, const parameters<float>& theta,
                                          const prepared& prep, const observations<float>& x,
-                                         std::size_t rows, const std::vector<float>& d_rep,
+                                         std::size_t rows, const float* d_rep,
                                          parameters<float>& grad) {
         constexpr std::size_t positions_per_block = 16;
         const std::size_t blocks =
@@ -949,13 +984,13 @@ struct cpu {
     static void leaf_gradients(const plan& p, const parameters<float>& theta, const prepared& prep,
                                const observations<float>& x, std::size_t first_position,
                                std::size_t end_position, std::size_t rows,
-                               const std::vector<float>& d_rep, parameters<float>& grad) {
+                               const float* d_rep, parameters<float>& grad) {
         const int m = p.components, s = p.patch_size();
         const std::vector<float>& precision = prep.precision;
         const std::size_t first = 0;  // the whole batch
         for (int i = int(first_position); i < int(end_position); ++i)
             for (std::size_t b = 0; b < rows; ++b) {
-                const float* seed = d_rep.data() + (std::size_t(i) * rows + b) * m;
+                const float* seed = d_rep + (std::size_t(i) * rows + b) * m;
                 for (int k = 0; k < s; ++k) {
                     const int pixel = p.pixel_of(i, k);
                     if (pixel < 0) continue;

@@ -237,7 +237,7 @@ inline void cpu::layer_values(const plan& p, const parameters<float>& theta,
                 j = end;
             }
         }
-        marginalize_positions(p, x, l, b, 1, out);
+        marginalize_positions(p, x, l, b, 1, out.data());
     }
 }
 

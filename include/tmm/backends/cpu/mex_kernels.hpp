@@ -1085,11 +1085,15 @@ inline std::size_t mex_backward_packed_size(std::size_t I, std::size_t O) {
         return detail::round_up(I, decltype(nv)::value * detail::mex_lanes) * O;
     });
 }
+// Its panels' width: row o's inputs [n0, n0 + width) are at dst + n0 * O + o * width.
+inline std::size_t mex_backward_panel_width(std::size_t I) {
+    return detail::with_panel_vectors(
+        I, [](auto nv) { return decltype(nv)::value * detail::mex_lanes; });
+}
 // Rows [o0, o0 + count) of it, read at rows + (o - o0) * ld.
 inline void mex_pack_backward_rows(std::size_t I, std::size_t O, std::size_t o0, std::size_t count,
                                    const float* rows, std::size_t ld, float* dst) {
-    const std::size_t nr = detail::with_panel_vectors(
-        I, [](auto nv) { return decltype(nv)::value * detail::mex_lanes; });
+    const std::size_t nr = mex_backward_panel_width(I);
     for (std::size_t r = 0; r < count; ++r)
         for (std::size_t n0 = 0; n0 < I; n0 += nr) {
             const std::size_t width = std::min(nr, I - n0);

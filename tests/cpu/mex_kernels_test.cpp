@@ -290,6 +290,30 @@ void check_problem(const mex_problem& p, std::mt19937& rng) {
     const kernel_gradients k_no_din = run_backward(p, out, dout, false);
     check_gradient("dtheta (no din)", p, k_no_din.dtheta, g.dtheta, g.dtheta_scale,
                    g.dtheta_log_scale, g.dtheta_floor, p.inputs);
+
+    // Training's pair: the forward pass keeps its row maxima and shifted exps (kept_e, kept_m),
+    // the backward pass reads them instead of computing them again. Against the same oracle.
+    const std::size_t rows = p.rows, I = p.inputs, O = p.outputs;
+    cpu::detail::aligned_floats forward_weights, backward_weights;
+    float* packed_forward = forward_weights.get(cpu::mex_forward_packed_size(I, O));
+    float* packed_backward = backward_weights.get(cpu::mex_backward_packed_size(I, O));
+    cpu::mex_pack_forward_weights(I, O, p.weights.data(), packed_forward);
+    cpu::mex_pack_backward_weights(I, O, p.weights.data(), packed_backward);
+    std::vector<float> kept_out(rows * O, 12345.0f), kept_e(rows * I, 12345.0f),
+        kept_m(rows, 12345.0f);
+    cpu::mex_forward_packed(rows, I, O, p.in.data(), packed_forward, p.log_weights.data(),
+                            kept_out.data(), nullptr, false, kept_e.data(), kept_m.data());
+    check_forward(p, kept_out, want);
+    kernel_gradients kept;
+    kept.din.assign(rows * I, 777.0f);
+    kept.dtheta.assign(O * I, 777.0f);  // overwritten
+    cpu::mex_backward_packed(rows, I, O, p.in.data(), kept_out.data(), dout.data(),
+                             packed_backward, p.log_weights.data(), kept.din.data(),
+                             kept.dtheta.data(), true, kept_e.data(), kept_m.data());
+    check_gradient("din (kept inputs)", p, kept.din, g.din, g.din_scale, g.din_log_scale,
+                   g.din_floor, p.inputs);
+    check_gradient("dtheta (kept inputs)", p, kept.dtheta, g.dtheta, g.dtheta_scale,
+                   g.dtheta_log_scale, g.dtheta_floor, p.inputs);
 }
 
 struct shape {

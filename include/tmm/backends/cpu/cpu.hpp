@@ -435,6 +435,10 @@ struct cpu {
         // gradients flowing down, one layer at a time (every entry written before it is read:
         // growing them fills nothing)
         std::vector<float, cpu_detail::uninitialised_allocator<float>> d_out, d_in;
+        // Training: per conv layer, what its forward pass kept of its shifted inputs for the
+        // backward pass (mex_forward_packed's kept_e and kept_m), in the blocks of its input.
+        std::vector<std::vector<float, cpu_detail::uninitialised_allocator<float>>> kept_e,
+            kept_m;
         // Training only (see active_rows): per layer, whether its conv skips images; per layer
         // and position, the images it computes; per layer up to the marginalised one, the
         // position of the marginalised layer above each of its positions.
@@ -688,6 +692,19 @@ struct cpu {
                 continue;
             }
             const auto& w = prep.layers[l];
+            if (keep_conv_outputs) {
+                ws.kept_e.resize(p.layers.size());
+                ws.kept_m.resize(p.layers.size());
+                ws.kept_e[l].resize(std::size_t(ly.in_positions()) * rows * ic);
+                ws.kept_m[l].resize(std::size_t(ly.in_positions()) * rows);
+            }
+            // where position j keeps its shifted inputs (training), or nullptr
+            const auto kept_e_at = [&](int j) {
+                return keep_conv_outputs ? ws.kept_e[l].data() + j * rows * ic : nullptr;
+            };
+            const auto kept_m_at = [&](int j) {
+                return keep_conv_outputs ? ws.kept_m[l].data() + j * rows : nullptr;
+            };
             const auto conv_at = [&](int j, float* conv_out, float* pooled, bool accumulate) {
                 const std::size_t set = ly.set_of_position[j];
                 const float* source = in.data() + j * rows * ic;
@@ -699,7 +716,7 @@ struct cpu {
                 }
                 cpu_kernels::mex_forward_packed(rows, ic, oc, source, w.forward(set),
                                                 w.log.data() + set * oc * ic, conv_out, pooled,
-                                                accumulate);
+                                                accumulate, kept_e_at(j), kept_m_at(j));
             };
             // Training, a layer that skips images (active_rows): the active images' values go
             // to conv_out, compact (only their rows, in order) when compact_out, else at their
@@ -728,7 +745,7 @@ struct cpu {
                 const std::size_t set = ly.set_of_position[j];
                 cpu_kernels::mex_forward_packed(r, ic, oc, source, w.forward(set),
                                                 w.log.data() + set * oc * ic, value, nullptr,
-                                                false);
+                                                false, kept_e_at(j), kept_m_at(j));
                 for (std::size_t i = 0; i < r; ++i) {
                     float* row = value + i * oc;
                     if (!compact_out) copy_floats(conv_out + std::size_t(list[i]) * oc, row, oc);
@@ -943,7 +960,9 @@ struct cpu {
                             cpu_kernels::mex_backward_packed(
                                 r, ic, oc, c_in, out, c_dout.data(), w.backward(set),
                                 w.log.data() + set * oc * ic,
-                                din != nullptr ? c_din.data() : nullptr, dtheta, first);
+                                din != nullptr ? c_din.data() : nullptr, dtheta, first,
+                                ws.kept_e[l].data() + j * rows * ic,
+                                ws.kept_m[l].data() + j * rows);
                             if (din != nullptr)
                                 for (std::size_t i = 0; i < r; ++i)
                                     copy_floats(din + std::size_t(list[i]) * ic,
@@ -955,7 +974,8 @@ struct cpu {
                             rows, ic, oc, ws.acts[l].data() + j * rows * ic,
                             ws.acts[l + 1].data() + j * rows * oc, d_out.data() + block * rows * oc,
                             w.backward(set), w.log.data() + set * oc * ic,
-                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta, first);
+                            need_input ? d_in.data() + j * rows * ic : nullptr, dtheta, first,
+                            ws.kept_e[l].data() + j * rows * ic, ws.kept_m[l].data() + j * rows);
                         first = false;
                     }
                     if (first && dtheta != nullptr)  // a set no position uses

@@ -441,16 +441,26 @@ decltype(auto) with_panel_vectors(std::size_t n_size, F&& f) {
 // The forward GEMM's A operand for one chunk of rows: m[b] = max_i in[b,i] and E[b,i] =
 // exp(in[b,i] - m_b), written straight into the packed A layout (packed_e); E's rows are at
 // most 1 and sum to at least 1. A row of -inf gives m = -inf and a zero row of E.
+// With kept_e, E is also stored there row-major (chunk x I), for the backward pass.
 inline void shift_and_pack_rows(std::size_t chunk, std::size_t I, const float* in_chunk,
-                                float* packed_e, float* m) {
+                                float* packed_e, float* m, float* kept_e = nullptr) {
     for (std::size_t b = 0; b < chunk; ++b) m[b] = row_maximum(in_chunk + b * I, I);
     pack_a(chunk, I, packed_e, [&](std::size_t b, std::size_t i0, std::size_t width) {
-        if (m[b] == mex_minus_infinity) return mex_batch(0.0f);
         const float* x = in_chunk + b * I + i0;
         // -inf in the padding lanes gives exp(-inf) = 0 there.
-        return xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                              : load_partial(x, width, mex_minus_infinity)) -
-                          mex_batch(m[b]));
+        const mex_batch e =
+            m[b] == mex_minus_infinity
+                ? mex_batch(0.0f)
+                : xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
+                                                 : load_partial(x, width, mex_minus_infinity)) -
+                             mex_batch(m[b]));
+        if (kept_e != nullptr) {
+            if (width == mex_lanes)
+                e.store_unaligned(kept_e + b * I + i0);
+            else
+                store_partial(e, kept_e + b * I + i0, width);
+        }
+        return e;
     });
 }
 
@@ -459,8 +469,8 @@ inline void shift_and_pack_rows(std::size_t chunk, std::size_t I, const float* i
 template <std::size_t NV>
 void shifted_products(std::size_t chunk, std::size_t I, std::size_t O, const float* in_chunk,
                       const float* packed_w_t, float* packed_e, float* m, float* s,
-                      std::size_t o_padded) {
-    shift_and_pack_rows(chunk, I, in_chunk, packed_e, m);
+                      std::size_t o_padded, float* kept_e = nullptr) {
+    shift_and_pack_rows(chunk, I, in_chunk, packed_e, m, kept_e);
     gemm_packed<NV>(chunk, O, I, packed_e, packed_w_t, s, o_padded, false);
 }
 
@@ -753,7 +763,7 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
 template <std::size_t NV>
 void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                         const float* packed_w_t, const float* log_weights, float* out,
-                        float* pooled, bool accumulate) {
+                        float* pooled, bool accumulate, float* kept_e, float* kept_m) {
     mex_scratch& scratch = thread_scratch();
     const flush_to_zero_guard flush;
     const std::size_t o_padded = round_up(O, NV * mex_lanes);
@@ -770,7 +780,9 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
         const float* in_chunk = in + row0 * I;
         float* out_chunk = out != nullptr ? out + row0 * O : nullptr;
 
-        shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t, packed_e, m, s, o_padded);
+        shifted_products<NV>(chunk, I, O, in_chunk, packed_w_t, packed_e, m, s, o_padded,
+                             kept_e != nullptr ? kept_e + row0 * I : nullptr);
+        if (kept_m != nullptr) std::copy_n(m, chunk, kept_m + row0);
 
         // out = m + log S where S is large enough to be exact, else the exact logsumexp; stored
         // into out and/or added to (or, without accumulate, stored into) pooled.
@@ -817,7 +829,7 @@ template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                          const float* out, const float* dout, const float* packed_w,
                          const float* log_weights, float* din, float* dtheta,
-                         bool dtheta_overwrite) {
+                         bool dtheta_overwrite, const float* kept_e, const float* kept_m) {
     constexpr std::size_t nr = NV * mex_lanes;
     // W[o, i0..i0 + mex_lanes) in the packed B operand of din's GEMM (zero past I)
     const auto w_at = [&](std::size_t o, std::size_t i0) {
@@ -865,17 +877,25 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         const auto e_at = [&](std::size_t b, std::size_t i) {
             return packed_e + (i / nr) * chunk_rows * nr + b * nr + i % nr;
         };
+        // (Or copied from what the forward pass kept: the same values.)
         for (std::size_t b = 0; b < chunk_rows; ++b) {
-            m[b] = b < chunk ? row_maximum(in_chunk + b * I, I) : mex_minus_infinity;
+            m[b] = b >= chunk           ? mex_minus_infinity
+                   : kept_m != nullptr ? kept_m[row0 + b]
+                                       : row_maximum(in_chunk + b * I, I);
             const float* x = in_chunk + b * I;
+            const float* kept_row = kept_e != nullptr ? kept_e + (row0 + b) * I : nullptr;
             for (std::size_t i0 = 0; i0 < i_padded; i0 += mex_lanes) {
                 mex_batch e_vec = zero;
                 if (m[b] != mex_minus_infinity && i0 < I) {
                     const std::size_t width = std::min(mex_lanes, I - i0);
-                    e_vec = xsimd::exp((width == mex_lanes
-                                            ? mex_batch::load_unaligned(x + i0)
-                                            : load_partial(x + i0, width, mex_minus_infinity)) -
-                                       mex_batch(m[b]));
+                    if (kept_row != nullptr)
+                        e_vec = width == mex_lanes ? mex_batch::load_unaligned(kept_row + i0)
+                                                   : load_partial(kept_row + i0, width, 0.0f);
+                    else
+                        e_vec = xsimd::exp((width == mex_lanes
+                                                ? mex_batch::load_unaligned(x + i0)
+                                                : load_partial(x + i0, width, mex_minus_infinity)) -
+                                           mex_batch(m[b]));
                 }
                 e_vec.store_aligned(e_at(b, i0));
             }
@@ -1127,18 +1147,22 @@ inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float*
 // are recomputed as an exact max-shifted logsumexp_i(in[b,i] + log W[o,i]).
 // Scratch is thread_local and reused (a few hundred KiB to a few MiB per thread, by shape), so
 // concurrent calls from different threads on different data are safe. MXCSR is restored.
+// With kept_e and kept_m (both or neither), the shifted inputs are kept for
+// mex_backward_packed: m_b (rows) and E (rows x I, row-major), so that the backward pass reads
+// them instead of taking the row maxima and the exps again.
 inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                                const float* packed_w_t, const float* log_weights, float* out,
-                               float* pooled = nullptr, bool accumulate = false) {
-    if (rows == 0 || O == 0) return;
-    if (I == 0) {  // an empty sum
+                               float* pooled = nullptr, bool accumulate = false,
+                               float* kept_e = nullptr, float* kept_m = nullptr) {
+    if (rows == 0 || O == 0) return;  // (nor does the backward pass read kept_e, kept_m)
+    if (I == 0) {  // an empty sum (likewise)
         if (out != nullptr) std::fill_n(out, rows * O, detail::mex_minus_infinity);
         if (pooled != nullptr) std::fill_n(pooled, rows * O, detail::mex_minus_infinity);
         return;
     }
     detail::with_panel_vectors(O, [&](auto nv) {
         detail::mex_forward_panels<decltype(nv)::value>(rows, I, O, in, packed_w_t, log_weights,
-                                                        out, pooled, accumulate);
+                                                        out, pooled, accumulate, kept_e, kept_m);
     });
 }
 
@@ -1223,10 +1247,12 @@ inline void mex_forward(std::size_t rows, std::size_t I, std::size_t O, const fl
 // dtheta += W .* (G^T E - 1 sum_b dout), two GEMMs. Entries with S < 2^-40 (log S from out - m)
 // take an exact path, p = exp(in - out + log W), instead; on the GEMM path a term of din or
 // dtheta below about 2^-86 |dout| may be lost to exp underflow. Scratch as for mex_forward.
+// kept_e and kept_m: what mex_forward_packed kept of the same rows of in (both or neither).
 inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                                 const float* out, const float* dout, const float* packed_w,
                                 const float* log_weights, float* din, float* dtheta,
-                                bool dtheta_overwrite = false) {
+                                bool dtheta_overwrite = false, const float* kept_e = nullptr,
+                                const float* kept_m = nullptr) {
     if (dtheta_overwrite && dtheta != nullptr && (rows == 0 || I == 0 || O == 0))
         std::fill_n(dtheta, O * I, 0.0f);  // nothing to add: the gradient is zero
     if (rows == 0 || I == 0 || (din == nullptr && dtheta == nullptr)) return;
@@ -1235,8 +1261,9 @@ inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, 
         return;
     }
     detail::with_panel_vectors(I, [&](auto nv) {
-        detail::mex_backward_panels<decltype(nv)::value>(
-            rows, I, O, in, out, dout, packed_w, log_weights, din, dtheta, dtheta_overwrite);
+        detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, packed_w,
+                                                         log_weights, din, dtheta,
+                                                         dtheta_overwrite, kept_e, kept_m);
     });
 }
 

@@ -307,9 +307,9 @@ void check_problem(const mex_problem& p, std::mt19937& rng) {
     kernel_gradients kept;
     kept.din.assign(rows * I, 777.0f);
     kept.dtheta.assign(O * I, 777.0f);  // overwritten
-    cpu::mex_backward_packed(rows, I, O, p.in.data(), kept_out.data(), dout.data(),
-                             packed_backward, p.log_weights.data(), kept.din.data(),
-                             kept.dtheta.data(), true, kept_e.data(), kept_m.data());
+    cpu::mex_backward_packed(rows, I, O, p.in.data(), kept_out.data(), dout.data(), packed_backward,
+                             p.log_weights.data(), kept.din.data(), kept.dtheta.data(), true,
+                             kept_e.data(), kept_m.data());
     check_gradient("din (kept inputs)", p, kept.din, g.din, g.din_scale, g.din_log_scale,
                    g.din_floor, p.inputs);
     check_gradient("dtheta (kept inputs)", p, kept.dtheta, g.dtheta, g.dtheta_scale,

@@ -344,13 +344,13 @@ struct cpu {
                         if (ly.fixed) {
                             copy_floats(block + r * in, lw, in);
                             exp_in_place(block + r * in, in);
-                        } else if (!normalize_row(
-                                       theta.theta[l].data() + row * in, in, lw, block + r * in,
-                                       for_training ? w.packed_backward.data() +
-                                                          set * w.backward_size +
-                                                          (n0 + r) * backward_width
-                                                    : nullptr,
-                                       backward_width, backward_width * o)) {
+                        } else if (!normalize_row(theta.theta[l].data() + row * in, in, lw,
+                                                  block + r * in,
+                                                  for_training ? w.packed_backward.data() +
+                                                                     set * w.backward_size +
+                                                                     (n0 + r) * backward_width
+                                                               : nullptr,
+                                                  backward_width, backward_width * o)) {
                             rows_valid = false;
                             return;
                         }
@@ -437,8 +437,7 @@ struct cpu {
         std::vector<float, cpu_detail::uninitialised_allocator<float>> d_out, d_in;
         // Training: per conv layer, what its forward pass kept of its shifted inputs for the
         // backward pass (mex_forward_packed's kept_e and kept_m), in the blocks of its input.
-        std::vector<std::vector<float, cpu_detail::uninitialised_allocator<float>>> kept_e,
-            kept_m;
+        std::vector<std::vector<float, cpu_detail::uninitialised_allocator<float>>> kept_e, kept_m;
         // Training only (see active_rows): per layer, whether its conv skips images; per layer
         // and position, the images it computes; per layer up to the marginalised one, the
         // position of the marginalised layer above each of its positions.
@@ -744,8 +743,8 @@ struct cpu {
                 float* value = compact_out ? conv_out : values.data();
                 const std::size_t set = ly.set_of_position[j];
                 cpu_kernels::mex_forward_packed(r, ic, oc, source, w.forward(set),
-                                                w.log.data() + set * oc * ic, value, nullptr,
-                                                false, kept_e_at(j), kept_m_at(j));
+                                                w.log.data() + set * oc * ic, value, nullptr, false,
+                                                kept_e_at(j), kept_m_at(j));
                 for (std::size_t i = 0; i < r; ++i) {
                     float* row = value + i * oc;
                     if (!compact_out) copy_floats(conv_out + std::size_t(list[i]) * oc, row, oc);
@@ -1019,8 +1018,8 @@ struct cpu {
 
     static void leaf_gradients(const plan& p, const parameters<float>& theta, const prepared& prep,
                                const observations<float>& x, std::size_t first_position,
-                               std::size_t end_position, std::size_t rows,
-                               const float* d_rep, parameters<float>& grad) {
+                               std::size_t end_position, std::size_t rows, const float* d_rep,
+                               parameters<float>& grad) {
         const int m = p.components, s = p.patch_size();
         const std::vector<float>& precision = prep.precision;
         const std::size_t first = 0;  // the whole batch

@@ -700,16 +700,15 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                                 if (padded)
                                     s = xsimd::select(lane_index >= mex_batch(float(O) - float(o0)),
                                                       one, s);
-                                mex_batch e = j == 0 ? mex_batch(0.0f)
-                                                     : mex_batch::load_aligned(e_mem[r][v]);
+                                mex_batch e =
+                                    j == 0 ? mex_batch(0.0f) : mex_batch::load_aligned(e_mem[r][v]);
                                 if constexpr (decltype(with_fallback)::value) {
                                     if (xsimd::any(s < mex_batch(threshold)))
                                         exact(j, row0, chunk, r0 + r, o0, s, e);
                                 } else if (live[r]) {
                                     low = xsimd::min(low, s);
                                 }
-                                mex_batch p =
-                                    j == 0 ? s : mex_batch::load_aligned(p_mem[r][v]) * s;
+                                mex_batch p = j == 0 ? s : mex_batch::load_aligned(p_mem[r][v]) * s;
                                 split_exponent(p, e);
                                 p.store_aligned(p_mem[r][v]);
                                 e.store_aligned(e_mem[r][v]);
@@ -746,8 +745,8 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                             continue;
                         }
                         // (E = -inf: a factor whose exact value is 0)
-                        const mex_batch log_product =
-                            xsimd::fma(e, log_two_high, xsimd::fma(e, log_two_low, log_of_normal(p)));
+                        const mex_batch log_product = xsimd::fma(
+                            e, log_two_high, xsimd::fma(e, log_two_low, log_of_normal(p)));
                         store(empty_row ? mex_batch(mex_minus_infinity)
                                         : xsimd::select(e == mex_batch(mex_minus_infinity), e,
                                                         shift + log_product),
@@ -828,8 +827,8 @@ void mex_forward_panels(std::size_t rows, std::size_t I, std::size_t O, const fl
 template <std::size_t NV>
 void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const float* in,
                          const float* out, const float* dout, const float* packed_w,
-                         const float* log_weights, float* din, float* dtheta,
-                         bool dtheta_overwrite, const float* kept_e, const float* kept_m) {
+                         const float* log_weights, float* din, float* dtheta, bool dtheta_overwrite,
+                         const float* kept_e, const float* kept_m) {
     constexpr std::size_t nr = NV * mex_lanes;
     // W[o, i0..i0 + mex_lanes) in the packed B operand of din's GEMM (zero past I)
     const auto w_at = [&](std::size_t o, std::size_t i0) {
@@ -879,7 +878,7 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
         };
         // (Or copied from what the forward pass kept: the same values.)
         for (std::size_t b = 0; b < chunk_rows; ++b) {
-            m[b] = b >= chunk           ? mex_minus_infinity
+            m[b] = b >= chunk          ? mex_minus_infinity
                    : kept_m != nullptr ? kept_m[row0 + b]
                                        : row_maximum(in_chunk + b * I, I);
             const float* x = in_chunk + b * I;
@@ -1155,7 +1154,7 @@ inline void mex_forward_packed(std::size_t rows, std::size_t I, std::size_t O, c
                                float* pooled = nullptr, bool accumulate = false,
                                float* kept_e = nullptr, float* kept_m = nullptr) {
     if (rows == 0 || O == 0) return;  // (nor does the backward pass read kept_e, kept_m)
-    if (I == 0) {  // an empty sum (likewise)
+    if (I == 0) {                     // an empty sum (likewise)
         if (out != nullptr) std::fill_n(out, rows * O, detail::mex_minus_infinity);
         if (pooled != nullptr) std::fill_n(pooled, rows * O, detail::mex_minus_infinity);
         return;
@@ -1262,8 +1261,8 @@ inline void mex_backward_packed(std::size_t rows, std::size_t I, std::size_t O, 
     }
     detail::with_panel_vectors(I, [&](auto nv) {
         detail::mex_backward_panels<decltype(nv)::value>(rows, I, O, in, out, dout, packed_w,
-                                                         log_weights, din, dtheta,
-                                                         dtheta_overwrite, kept_e, kept_m);
+                                                         log_weights, din, dtheta, dtheta_overwrite,
+                                                         kept_e, kept_m);
     });
 }
 

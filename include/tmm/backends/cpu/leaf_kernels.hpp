@@ -258,6 +258,11 @@ struct gaussian_window_leaves {
                 store_packed(e, packed_e, M, packed_rows, b0, d);
             }
         }
+        // Rows past the last vector of images up to the end of the last block (AVX2: blocks of
+        // 6 rows, vectors of 8 images) are padding too.
+        for (std::size_t b = round_up(chunk, lanes); b < packed_rows; ++b)
+            for (std::size_t d = 0; d < M; ++d)
+                packed_e[(b / mex_mr) * mex_mr * M + d * mex_mr + b % mex_mr] = 0.0f;
     }
 
     // member j's log-values at row row0 + b (after shift_and_pack(j, row0, ...), until the

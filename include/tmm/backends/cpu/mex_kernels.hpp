@@ -665,8 +665,9 @@ void mex_forward_window_panels(std::size_t rows, std::size_t I, std::size_t O, s
                     live[r] = r0 + r < chunk && shift_sum[r0 + r] != mex_minus_infinity;
                 // P and E of the tile, in L1 (the registers hold the sums' accumulators)
                 alignas(64) float p_mem[tile_rows][NV][mex_lanes], e_mem[tile_rows][NV][mex_lanes];
-                // The tile's products; without the fallback (no call, so that P and E stay in
-                // registers) false when a live S is below the threshold: then again with it.
+                // The tile's products; without the fallback (no call, so that the accumulators
+                // stay in registers) false when a live S is below the threshold: then again
+                // with it.
                 const auto products = [&](auto with_fallback) {
                     mex_batch low(1.0f);  // the smallest live S
                     for (std::size_t j = 0; j < count; ++j) {

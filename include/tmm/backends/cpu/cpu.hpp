@@ -182,12 +182,8 @@ struct cpu {
 
     // log W and W = exp(log W) of one row of conv logits t: log W = t - logsumexp(t).
     // False (and nothing written) when the row holds NaN or +inf or is entirely -inf, values
-    // that validate() refuses. With `packed`, W also goes to row o's place in the backward
-    // GEMM's packed operand (mex_backward_panel_width; packed = its panels + o * width, panels
-    // `stride` apart), zero past `in`.
-    static bool normalize_row(const float* t, std::size_t in, float* lw, float* lin,
-                              float* packed = nullptr, std::size_t width = 0,
-                              std::size_t stride = 0) {
+    // that validate() refuses.
+    static bool normalize_row(const float* t, std::size_t in, float* lw, float* lin) {
         using batch = xsimd::batch<float>;
         using cpu_kernels::detail::load_partial;
         constexpr std::size_t lanes = batch::size;
@@ -221,16 +217,10 @@ struct cpu {
         const float total = xsimd::hadd(sum);
         const batch norm(m + std::log(total)), scale(1.0f / total);
         for (std::size_t a = 0; a < in; a += lanes) {
-            const std::size_t n = std::min(lanes, in - a);
-            store(load(t + a, n, minus_infinity) - norm, lw + a, n);
-            const batch w = load(lin + a, n, 0.0f) * scale;  // 0 past in
-            store(w, lin + a, n);
-            if (packed != nullptr) w.store_aligned(packed + a / width * stride + a % width);
+            const std::size_t width = std::min(lanes, in - a);
+            store(load(t + a, width, minus_infinity) - norm, lw + a, width);
+            store(load(lin + a, width, 0.0f) * scale, lin + a, width);
         }
-        if (packed != nullptr)  // the rest of the last panel
-            for (std::size_t a = cpu_kernels::detail::round_up(in, lanes);
-                 a < cpu_kernels::detail::round_up(in, width); a += lanes)
-                batch(0.0f).store_aligned(packed + a / width * stride + a % width);
         return true;
     }
 
@@ -331,7 +321,6 @@ struct cpu {
                 // thread's scratch (log W = theta - logsumexp(theta) per row, vectorised), then
                 // packed from there while they are in cache. W itself is kept only packed.
                 const std::size_t nr = cpu_kernels::mex_forward_panel_width(o);
-                const std::size_t backward_width = cpu_kernels::mex_backward_panel_width(in);
                 const std::size_t panels = (o + nr - 1) / nr;
                 std::atomic<bool> rows_valid = true;
                 tbb::parallel_for(std::size_t(0), sets * panels, [&](std::size_t task) {
@@ -345,22 +334,18 @@ struct cpu {
                             copy_floats(block + r * in, lw, in);
                             exp_in_place(block + r * in, in);
                         } else if (!normalize_row(theta.theta[l].data() + row * in, in, lw,
-                                                  block + r * in,
-                                                  for_training ? w.packed_backward.data() +
-                                                                     set * w.backward_size +
-                                                                     (n0 + r) * backward_width
-                                                               : nullptr,
-                                                  backward_width, backward_width * o)) {
+                                                  block + r * in)) {
                             rows_valid = false;
                             return;
                         }
+                        // (the row just written, still in L1)
+                        if (for_training)
+                            cpu_kernels::mex_pack_backward_row(
+                                in, o, n0 + r, block + r * in,
+                                w.packed_backward.data() + set * w.backward_size);
                     }
                     cpu_kernels::mex_pack_forward_panel(
                         in, o, n0, block, in, w.packed_forward.data() + set * w.forward_size);
-                    if (for_training && ly.fixed)
-                        cpu_kernels::mex_pack_backward_rows(
-                            in, o, n0, count, block, in,
-                            w.packed_backward.data() + set * w.backward_size);
                 });
                 if (!rows_valid) {
                     valid = false;

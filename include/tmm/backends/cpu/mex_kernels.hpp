@@ -1110,23 +1110,26 @@ inline std::size_t mex_backward_panel_width(std::size_t I) {
     return detail::with_panel_vectors(
         I, [](auto nv) { return decltype(nv)::value * detail::mex_lanes; });
 }
+// Row o of it (I floats at row; zero past I).
+inline void mex_pack_backward_row(std::size_t I, std::size_t O, std::size_t o, const float* row,
+                                  float* dst) {
+    const std::size_t nr = mex_backward_panel_width(I);
+    for (std::size_t n0 = 0; n0 < I; n0 += nr) {
+        const std::size_t width = std::min(nr, I - n0);
+        float* d = dst + n0 * O + o * nr;
+        for (std::size_t v = 0; v < nr; v += detail::mex_lanes) {
+            const detail::mex_batch x =
+                v + detail::mex_lanes <= width ? detail::mex_batch::load_unaligned(row + n0 + v)
+                : v < width                    ? detail::load_partial(row + n0 + v, width - v, 0.0f)
+                                               : detail::mex_batch(0.0f);
+            x.store_aligned(d + v);
+        }
+    }
+}
 // Rows [o0, o0 + count) of it, read at rows + (o - o0) * ld.
 inline void mex_pack_backward_rows(std::size_t I, std::size_t O, std::size_t o0, std::size_t count,
                                    const float* rows, std::size_t ld, float* dst) {
-    const std::size_t nr = mex_backward_panel_width(I);
-    for (std::size_t r = 0; r < count; ++r)
-        for (std::size_t n0 = 0; n0 < I; n0 += nr) {
-            const std::size_t width = std::min(nr, I - n0);
-            const float* src = rows + r * ld + n0;
-            float* d = dst + n0 * O + (o0 + r) * nr;
-            for (std::size_t v = 0; v < nr; v += detail::mex_lanes) {
-                const detail::mex_batch x =
-                    v + detail::mex_lanes <= width ? detail::mex_batch::load_unaligned(src + v)
-                    : v < width                    ? detail::load_partial(src + v, width - v, 0.0f)
-                                                   : detail::mex_batch(0.0f);
-                x.store_aligned(d + v);
-            }
-        }
+    for (std::size_t r = 0; r < count; ++r) mex_pack_backward_row(I, O, o0 + r, rows + r * ld, dst);
 }
 inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float* weights,
                                       float* dst) {

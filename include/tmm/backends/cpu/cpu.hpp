@@ -429,6 +429,9 @@ struct cpu {
         std::vector<std::uint8_t> compacted;
         std::vector<std::vector<std::vector<std::uint32_t>>> active;
         std::vector<std::vector<int>> ancestor;
+        // Training, a first conv that skips unobserved patches: per position and image
+        // (positions x rows), whether the patch has an observed pixel (observed_patches)
+        std::vector<std::uint8_t> patch_seen;
         // Where a layer skips images, blocks hold only the active images' rows, in order: the
         // representation (acts[0]), a compact copy of a layer's input (compact_in[l], l > 0),
         // and the conv outputs (acts[l + 1]) when only the backward pass reads them.
@@ -511,11 +514,9 @@ struct cpu {
         const std::size_t positions = x.kept_positions.empty() ? 0 : p.layers[m].out_positions();
         const int above = skips.below_marginalised ? ws.ancestor[l][std::size_t(j)] : -1;
         const bool on_marginalised = skips.on_marginalised;
-        const bool first_conv = skips.unobserved_patch;
-        const std::vector<int>& pixels = patch_pixels(p, j);
+        const std::uint8_t* seen =
+            skips.unobserved_patch ? ws.patch_seen.data() + std::size_t(j) * rows : nullptr;
         const std::uint8_t* kept = x.kept_positions.empty() ? nullptr : x.kept_positions.data();
-        const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
-        const float* values = x.values.data();
         // Without a branch on the data (half the positions and pixels are kept at random):
         // every row is written, the count advances past the kept ones.
         list.resize(rows);
@@ -524,20 +525,47 @@ struct cpu {
             bool keep = true;
             if (above >= 0) keep &= kept[b * positions + std::size_t(above)] != 0;
             if (on_marginalised) keep &= kept[b * positions + std::size_t(j)] != 0;
-            if (first_conv) {
-                const std::size_t image = b * std::size_t(p.pixels());
-                bool seen = false;  // an observed pixel: flagged (or no mask) and not NaN
-                for (const int pixel : pixels) {
-                    if (pixel < 0) continue;  // padding
-                    const std::size_t at = image + std::size_t(pixel);
-                    seen |= (observed == nullptr || observed[at] != 0) & (values[at] == values[at]);
-                }
-                keep &= seen;
-            }
+            if (seen != nullptr) keep &= seen[b] != 0;
             list[count] = std::uint32_t(b);
             count += keep;
         }
         list.resize(count);
+    }
+
+    // ws.patch_seen for the batch: whether each patch of each image has an observed pixel (a
+    // flagged pixel, or any when there is no mask, that is not NaN), image by image: one pass
+    // over each image's pixels, where active_rows would visit every image per position.
+    static void observed_patches(const plan& p, const observations<float>& x, std::size_t rows,
+                                 workspace& ws) {
+        const std::size_t positions = std::size_t(p.positions()), size = p.patch_size();
+        thread_local std::vector<int> pixels;
+        pixels.resize(positions * size);
+        for (std::size_t j = 0; j < positions; ++j)
+            for (std::size_t k = 0; k < size; ++k)
+                pixels[j * size + k] = p.pixel_of(int(j), int(k));
+        ws.patch_seen.resize(positions * rows);
+        const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
+        const float* values = x.values.data();
+        const int* table = pixels.data();
+        constexpr std::size_t images_per_task = 16;
+        tbb::parallel_for(std::size_t(0), (rows + images_per_task - 1) / images_per_task,
+                          [&](std::size_t task) {
+                              const std::size_t end = std::min(rows, (task + 1) * images_per_task);
+                              for (std::size_t b = task * images_per_task; b < end; ++b) {
+                                  const std::size_t image = b * std::size_t(p.pixels());
+                                  for (std::size_t j = 0; j < positions; ++j) {
+                                      bool any = false;
+                                      for (std::size_t k = 0; k < size; ++k) {
+                                          const int pixel = table[j * size + k];
+                                          if (pixel < 0) continue;  // padding
+                                          const std::size_t at = image + std::size_t(pixel);
+                                          any |= (observed == nullptr || observed[at] != 0) &
+                                                 (values[at] == values[at]);
+                                      }
+                                      ws.patch_seen[j * rows + b] = any;
+                                  }
+                              }
+                          });
     }
 
     // Copies rows list[i] of the blocks src (rows of `width` floats) to dst, one after another.
@@ -645,6 +673,8 @@ struct cpu {
                                                 std::size_t(ly.in_channels));
                 }
             if (!x.kept_positions.empty()) ancestors(p, x.marginalized_layer, ws.ancestor);
+            if (ws.compacted[0] && skips_rows(p, x, 0).unobserved_patch)
+                observed_patches(p, x, rows, ws);
         }
         // a first conv that skips images computes the representation of the active ones itself
         const bool compact_representation = keep_conv_outputs && ws.compacted[0];
@@ -655,6 +685,10 @@ struct cpu {
         ws.exponents.resize(p.layers.size() + 1);
         ws.shifts.resize(p.layers.size() + 1);
         bool parts_in = false;  // acts[l] holds a window's parts (inference)
+        const bool zeros_unread = keep_conv_outputs && forward_zeros_unread(p, x, ws);
+        const auto marginalize = [&](std::size_t k, float* act) {
+            if (!zeros_unread) marginalize_positions(p, x, k, first, rows, act);
+        };
         for (std::size_t l = 0; l < p.layers.size(); ++l) {
             const layer& ly = p.layers[l];
             const std::vector<float>& in = ws.acts[l];
@@ -672,7 +706,7 @@ struct cpu {
                         add_floats(dst, in.data() + std::size_t(j) * rows * ic, rows * oc);
                     }
                 });
-                marginalize_positions(p, x, l, first, rows, out.data());
+                marginalize(l, out.data());
                 continue;
             }
             const auto& w = prep.layers[l];
@@ -754,7 +788,7 @@ struct cpu {
                     else
                         conv_at(int(j), out.data() + j * rows * oc, nullptr, false);
                 });
-                marginalize_positions(p, x, l, first, rows, out.data());
+                marginalize(l, out.data());
                 continue;
             }
             // fused: window by window, members in order (the sum of the unfused pooling)
@@ -854,7 +888,7 @@ struct cpu {
                 }
                 if (!accumulate) std::fill_n(dst, rows * oc, 0.0f);  // only padded slots
             });
-            marginalize_positions(p, x, l + 1, first, rows, pooled.data());
+            marginalize(l + 1, pooled.data());
             ++l;
         }
     }
@@ -872,6 +906,29 @@ struct cpu {
                     std::fill_n(act + (j * rows + b) * channels, channels, 0.0f);
     }
 
+    // Training skips work on the rows that marginalize_positions zeroes at the marginalised
+    // layer m when nothing reads them:
+    // - forward: the conv above m computes only the images whose position there is kept
+    //   (active_rows, on_marginalised), and its backward pass reads its input only there;
+    // - backward: the gradient at m's output goes down through poolings only to a conv that
+    //   takes it only for the images whose position at m is kept (active_rows,
+    //   below_marginalised), and passes 0 to the others.
+    static bool forward_zeros_unread(const plan& p, const observations<float>& x,
+                                     const workspace& ws) {
+        if (x.kept_positions.empty()) return false;
+        const std::size_t above = x.marginalized_layer + 1;
+        return above < p.layers.size() && ws.compacted[above] &&
+               skips_rows(p, x, above).on_marginalised;
+    }
+    static bool backward_zeros_unread(const plan& p, const observations<float>& x,
+                                      const workspace& ws) {
+        if (x.kept_positions.empty()) return false;
+        for (std::size_t k = x.marginalized_layer + 1; k-- > 0;)
+            if (p.layers[k].kind == layer_kind::conv)
+                return ws.compacted[k] && skips_rows(p, x, k).below_marginalised;
+        return false;  // the leaves read it
+    }
+
     // Gradients of the whole batch (rows images from the first), layer by layer from the top;
     // grad's leaf arrays must be zero on entry (reset), its conv arrays are written whole.
     static void backward(const plan& p, const parameters<float>& theta, const prepared& prep,
@@ -885,10 +942,11 @@ struct cpu {
         // A pooling passes each window's gradient unchanged to its members: the conv below
         // reads it there (d_out block window_of[j] for position j) instead of a copy per member.
         std::vector<int> window_of;
+        const bool zeros_unread = backward_zeros_unread(p, x, ws);
         for (std::size_t l = p.layers.size(); l-- > 0;) {
             const layer& ly = p.layers[l];
             const std::size_t ic = ly.in_channels, oc = ly.out_channels;
-            marginalize_positions(p, x, l, 0, rows, d_out.data());
+            if (!zeros_unread) marginalize_positions(p, x, l, 0, rows, d_out.data());
             if (ly.kind == layer_kind::pool && l > 0 && p.layers[l - 1].kind == layer_kind::conv &&
                 (x.kept_positions.empty() || x.marginalized_layer != l - 1)) {
                 window_of.assign(ly.in_positions(), -1);

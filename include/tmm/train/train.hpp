@@ -266,34 +266,54 @@ class nadam {
                     step_rate = float(rate), eps = float(options_.epsilon),
                     decay2 = float(2.0 * decay);
         // m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t);  v_hat = v / (1 - b2^t)
-        auto update = [&](auto th, auto g, auto mi, auto vi, auto& th_out, auto& m_out,
-                          auto& v_out) {
+        auto update = [](auto th, auto g, auto mi, auto vi, auto& th_out, auto& m_out, auto& v_out,
+                         const auto& c) {
             using std::exp, std::sqrt, xsimd::exp, xsimd::sqrt;
-            if (decay2 != 0.0f) g = g + decay2 * exp(th + th);  // d/dtheta decay exp(theta)^2
-            m_out = fb1 * mi + (1.0f - fb1) * g;
-            v_out = fb2 * vi + (1.0f - fb2) * g * g;
-            const auto m_hat = momentum * m_out + current * g;
-            th_out = th - step_rate * m_hat / (sqrt(v_out * scale) + eps);
+            if (c.decay) g = g + c.decay2 * exp(th + th);  // d/dtheta decay exp(theta)^2
+            m_out = c.b1 * mi + c.one_minus_b1 * g;
+            v_out = c.b2 * vi + c.one_minus_b2 * g * g;
+            const auto m_hat = c.momentum * m_out + c.current * g;
+            th_out = th - c.step_rate * m_hat / (sqrt(v_out * c.scale) + c.eps);
         };
+        // The constants, as floats and as vectors: the task copies them into registers, once
+        // (read through the captures, they were loaded again for every vector: the stores to
+        // the arrays might have changed them, as far as the compiler knew).
         using batch = xsimd::batch<float>;
+        step_constants<float> scalars{fb1,   1.0f - fb1, fb2, 1.0f - fb2, momentum,      current,
+                                      scale, step_rate,  eps, decay2,     decay2 != 0.0f};
         const std::size_t n = value.size(), chunk = 16384;
         tbb::parallel_for(std::size_t(0), (n + chunk - 1) / chunk, [&](std::size_t c) {
+            const step_constants<batch> vectors = scalars.template as<batch>();
+            float* const th = value.data();
+            const float* const gr = grad.data();
+            float* const mp = m.data();
+            float* const vp = v.data();
             const std::size_t begin = c * chunk, end = std::min(n, begin + chunk);
             std::size_t i = begin;
             for (; i + batch::size <= end; i += batch::size) {
                 batch th_out, m_out, v_out;
-                update(batch::load_unaligned(&value[i]), batch::load_unaligned(&grad[i]),
-                       batch::load_unaligned(&m[i]), batch::load_unaligned(&v[i]), th_out, m_out,
-                       v_out);
-                th_out.store_unaligned(&value[i]);
-                m_out.store_unaligned(&m[i]);
-                v_out.store_unaligned(&v[i]);
+                update(batch::load_unaligned(th + i), batch::load_unaligned(gr + i),
+                       batch::load_unaligned(mp + i), batch::load_unaligned(vp + i), th_out, m_out,
+                       v_out, vectors);
+                th_out.store_unaligned(th + i);
+                m_out.store_unaligned(mp + i);
+                v_out.store_unaligned(vp + i);
             }
-            for (; i < end; ++i) update(value[i], grad[i], m[i], v[i], value[i], m[i], v[i]);
+            for (; i < end; ++i) update(th[i], gr[i], mp[i], vp[i], th[i], mp[i], vp[i], scalars);
         });
     }
 
   private:
+    template <class T>
+    struct step_constants {
+        T b1, one_minus_b1, b2, one_minus_b2, momentum, current, scale, step_rate, eps, decay2;
+        bool decay;
+        template <class U>
+        step_constants<U> as() const {
+            return {U(b1),    U(one_minus_b1), U(b2),  U(one_minus_b2), U(momentum), U(current),
+                    U(scale), U(step_rate),    U(eps), U(decay2),       decay};
+        }
+    };
     training_options options_;
     std::vector<std::vector<float>> first_, second_;
 };

@@ -23,6 +23,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "../detail/exp.hpp"
 #include "../parameters.hpp"
 #include "../plan.hpp"
 #include "images.hpp"
@@ -268,7 +269,7 @@ class nadam {
         // m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t);  v_hat = v / (1 - b2^t)
         auto update = [](auto th, auto g, auto mi, auto vi, auto& th_out, auto& m_out, auto& v_out,
                          const auto& c) {
-            using std::exp, std::sqrt, xsimd::exp, xsimd::sqrt;
+            using std::exp, std::sqrt, tmm::detail::exp, xsimd::sqrt;
             if (c.decay) g = g + c.decay2 * exp(th + th);  // d/dtheta decay exp(theta)^2
             m_out = c.b1 * mi + c.one_minus_b1 * g;
             v_out = c.b2 * vi + c.one_minus_b2 * g * g;

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "../../detail/exp.hpp"
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
@@ -176,7 +177,7 @@ struct cpu {
         using batch = xsimd::batch<float>;
         std::size_t i = 0;
         for (; i + batch::size <= n; i += batch::size)
-            xsimd::exp(batch::load_unaligned(v + i)).store_unaligned(v + i);
+            tmm::detail::exp(batch::load_unaligned(v + i)).store_unaligned(v + i);
         for (; i < n; ++i) v[i] = std::exp(v[i]);
     }
 
@@ -210,7 +211,7 @@ struct cpu {
         batch sum(0.0f);
         for (std::size_t a = 0; a < in; a += lanes) {
             const std::size_t width = std::min(lanes, in - a);
-            const batch e = xsimd::exp(load(t + a, width, minus_infinity) - batch(m));
+            const batch e = tmm::detail::exp(load(t + a, width, minus_infinity) - batch(m));
             store(e, lin + a, width);
             sum += e;
         }

@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../detail/exp.hpp"
 #include "../../observations.hpp"
 #include "mex_kernels.hpp"
 
@@ -253,7 +254,8 @@ struct gaussian_window_leaves {
             const auto inside = lane_index < mex_batch(float(chunk - b0));
             for (std::size_t d = 0; d < M; ++d) {
                 const mex_batch e = xsimd::select(
-                    inside, xsimd::exp(mex_batch::load_aligned(logs + d * log_stride + b0) - top),
+                    inside,
+                    tmm::detail::exp(mex_batch::load_aligned(logs + d * log_stride + b0) - top),
                     mex_batch(0.0f));
                 store_packed(e, packed_e, M, packed_rows, b0, d);
             }

@@ -26,6 +26,8 @@
 #include <xmmintrin.h>
 #endif
 
+#include "../../detail/exp.hpp"
+
 namespace tmm::backends::cpu_kernels {
 
 // A window's values kept as the parts of its product, rows x I as read by the next window:
@@ -244,9 +246,9 @@ inline float exact_log_sum_exp(const float* x, const float* log_w, std::size_t n
     const mex_batch shift(top);
     mex_batch sum(0.0f);
     for (i = 0; i + mex_lanes <= n; i += mex_lanes)
-        sum += xsimd::exp(mex_batch::load_unaligned(x + i) + mex_batch::load_unaligned(log_w + i) -
-                          shift);
-    if (tail > 0) sum += xsimd::exp(x_tail + w_tail - shift);
+        sum += tmm::detail::exp(mex_batch::load_unaligned(x + i) +
+                                mex_batch::load_unaligned(log_w + i) - shift);
+    if (tail > 0) sum += tmm::detail::exp(x_tail + w_tail - shift);
     return top + std::log(xsimd::hadd(sum));
 }
 
@@ -451,9 +453,10 @@ inline void shift_and_pack_rows(std::size_t chunk, std::size_t I, const float* i
         const mex_batch e =
             m[b] == mex_minus_infinity
                 ? mex_batch(0.0f)
-                : xsimd::exp((width == mex_lanes ? mex_batch::load_unaligned(x)
-                                                 : load_partial(x, width, mex_minus_infinity)) -
-                             mex_batch(m[b]));
+                : tmm::detail::exp((width == mex_lanes
+                                        ? mex_batch::load_unaligned(x)
+                                        : load_partial(x, width, mex_minus_infinity)) -
+                                   mex_batch(m[b]));
         if (kept_e != nullptr) {
             if (width == mex_lanes)
                 e.store_unaligned(kept_e + b * I + i0);
@@ -892,10 +895,10 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                         e_vec = width == mex_lanes ? mex_batch::load_unaligned(kept_row + i0)
                                                    : load_partial(kept_row + i0, width, 0.0f);
                     else
-                        e_vec = xsimd::exp((width == mex_lanes
-                                                ? mex_batch::load_unaligned(x + i0)
+                        e_vec = tmm::detail::exp(
+                            (width == mex_lanes ? mex_batch::load_unaligned(x + i0)
                                                 : load_partial(x + i0, width, mex_minus_infinity)) -
-                                           mex_batch(m[b]));
+                            mex_batch(m[b]));
                 }
                 e_vec.store_aligned(e_at(b, i0));
             }
@@ -927,7 +930,8 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                 const mex_batch log_s = out_vec - shift;
                 const auto fast = log_s >= log_threshold;
                 // exp(-log_s) <= 2^40 on fast lanes; the select drops the others (inf or NaN).
-                xsimd::select(fast, dout_vec * xsimd::exp(-log_s), zero).store_aligned(g_row + o0);
+                xsimd::select(fast, dout_vec * tmm::detail::exp(-log_s), zero)
+                    .store_aligned(g_row + o0);
                 (mex_batch::load_aligned(dout_sum + o0) + xsimd::select(fast, dout_vec, zero))
                     .store_aligned(dout_sum + o0);
                 if (!xsimd::all(fast)) {
@@ -996,7 +1000,7 @@ void mex_backward_panels(std::size_t rows, std::size_t I, std::size_t O, const f
                 const mex_batch lw = full ? mex_batch::load_unaligned(log_w_row + i0)
                                           : load_partial(log_w_row + i0, width, mex_minus_infinity);
                 const mex_batch w = mex_batch::load_aligned(w_at(o, i0));
-                const mex_batch p = xsimd::exp((x - shift) + lw);
+                const mex_batch p = tmm::detail::exp((x - shift) + lw);
                 if (theta_row != nullptr)
                     xsimd::fma(grad, p - w, mex_batch::load_aligned(theta_row + i0))
                         .store_aligned(theta_row + i0);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../../detail/exp.hpp"
 #include "../../observations.hpp"
 #include "../../parameters.hpp"
 #include "../../plan.hpp"
@@ -101,9 +102,9 @@ void mex_forward_row_panels(std::size_t I, std::size_t O, const float* in, const
     e.resize(I);
     std::size_t i = 0;
     for (; i + mex_lanes <= I; i += mex_lanes)
-        xsimd::exp(batch::load_unaligned(in + i) - batch(m)).store_unaligned(e.data() + i);
+        tmm::detail::exp(batch::load_unaligned(in + i) - batch(m)).store_unaligned(e.data() + i);
     if (i < I)
-        store_partial(xsimd::exp(load_partial(in + i, I - i, mex_minus_infinity) - batch(m)),
+        store_partial(tmm::detail::exp(load_partial(in + i, I - i, mex_minus_infinity) - batch(m)),
                       e.data() + i, I - i);
     const float threshold = mex_forward_threshold(I);
     alignas(64) float s[nr];

@@ -308,7 +308,8 @@ BOOST_AUTO_TEST_CASE(fused_conv_pool_keeps_the_conv_outputs_when_asked) {
 }
 
 // Gaussian and categorical log-densities with missing values (mask 0 or NaN) and padded
-// coordinates, against the formulas in double.
+// coordinates, against the formulas in double; and the same read from the pixel-major layout
+// for a list of images (training's first conv), against the first.
 BOOST_AUTO_TEST_CASE(leaf_log_densities_match_the_formulas) {
     std::mt19937 rng(13);
     const std::size_t images = 7, pixels = 30, first = 2, rows = 5;
@@ -342,6 +343,20 @@ BOOST_AUTO_TEST_CASE(leaf_log_densities_match_the_formulas) {
                 std::vector<float> out(rows * m, 999.0f);
                 kernels::leaf_log_densities(t, x, first, rows, coordinates.data(), pixels,
                                             out.data());
+                // The same rows from the block laid out pixel-major, listed backwards and each
+                // twice: the same floats, row for row.
+                std::vector<float> by_pixel;
+                const std::size_t stride = kernels::pixel_major(x, first, rows, pixels, by_pixel);
+                std::vector<std::uint32_t> list;
+                for (std::size_t b = rows; b-- > 0;)
+                    list.push_back(std::uint32_t(b)), list.push_back(std::uint32_t(b));
+                std::vector<float> listed(list.size() * m, 999.0f);
+                kernels::leaf_log_densities(t, by_pixel.data(), stride, list.size(),
+                                            coordinates.data(), listed.data(), list.data());
+                for (std::size_t i = 0; i < list.size(); ++i)
+                    for (std::size_t d = 0; d < m; ++d)
+                        BOOST_TEST(listed[i * m + d] == out[list[i] * m + d],
+                                   "pixel-major row " << i << " (image " << list[i] << "), " << d);
                 for (std::size_t b = 0; b < rows; ++b)
                     for (std::size_t d = 0; d < m; ++d) {
                         double want = 0, scale = 0;

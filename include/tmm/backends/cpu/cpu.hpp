@@ -438,8 +438,10 @@ struct cpu {
         // and the conv outputs (acts[l + 1]) when only the backward pass reads them.
         std::vector<std::uint8_t> compact_outputs;
         std::vector<std::vector<float>> compact_in;
-        // Inference over Gaussian leaves: the tile's pixels, pixel-major (pixel_major())
+        // Pixel-major (pixel_major()): the tile's pixels, for inference over Gaussian leaves;
+        // the batch's, for training's first conv when it skips images (with their stride)
         std::vector<float> pixels;
+        std::size_t pixel_stride = 0;
         // Inference: where a fused window feeds another, acts[l] holds its values' product and
         // these their exponents and row shifts (cpu_kernels::mex_forward_window_parts)
         std::vector<std::vector<float>> exponents, shifts;
@@ -533,40 +535,30 @@ struct cpu {
         list.resize(count);
     }
 
-    // ws.patch_seen for the batch: whether each patch of each image has an observed pixel (a
-    // flagged pixel, or any when there is no mask, that is not NaN), image by image: one pass
-    // over each image's pixels, where active_rows would visit every image per position.
-    static void observed_patches(const plan& p, const observations<float>& x, std::size_t rows,
-                                 workspace& ws) {
-        const std::size_t positions = std::size_t(p.positions()), size = p.patch_size();
-        thread_local std::vector<int> pixels;
-        pixels.resize(positions * size);
-        for (std::size_t j = 0; j < positions; ++j)
-            for (std::size_t k = 0; k < size; ++k)
-                pixels[j * size + k] = p.pixel_of(int(j), int(k));
+    // ws.patch_seen for the batch: whether each patch of each image has an observed pixel,
+    // from the pixels laid out by pixel_major (ws.pixels; NaN where missing), 16 images at a
+    // time: active_rows reads it where it would visit every image per position.
+    static void observed_patches(const plan& p, std::size_t rows, workspace& ws) {
+        using batch = xsimd::batch<float>;
+        const std::size_t positions = std::size_t(p.positions()), stride = ws.pixel_stride;
         ws.patch_seen.resize(positions * rows);
-        const std::uint8_t* observed = x.observed.empty() ? nullptr : x.observed.data();
-        const float* values = x.values.data();
-        const int* table = pixels.data();
-        constexpr std::size_t images_per_task = 16;
-        tbb::parallel_for(std::size_t(0), (rows + images_per_task - 1) / images_per_task,
-                          [&](std::size_t task) {
-                              const std::size_t end = std::min(rows, (task + 1) * images_per_task);
-                              for (std::size_t b = task * images_per_task; b < end; ++b) {
-                                  const std::size_t image = b * std::size_t(p.pixels());
-                                  for (std::size_t j = 0; j < positions; ++j) {
-                                      bool any = false;
-                                      for (std::size_t k = 0; k < size; ++k) {
-                                          const int pixel = table[j * size + k];
-                                          if (pixel < 0) continue;  // padding
-                                          const std::size_t at = image + std::size_t(pixel);
-                                          any |= (observed == nullptr || observed[at] != 0) &
-                                                 (values[at] == values[at]);
-                                      }
-                                      ws.patch_seen[j * rows + b] = any;
-                                  }
-                              }
-                          });
+        tbb::parallel_for(std::size_t(0), positions, [&](std::size_t j) {
+            const std::vector<int>& pixels = patch_pixels(p, int(j));
+            std::uint8_t* seen = ws.patch_seen.data() + j * rows;
+            alignas(64) float any[batch::size];
+            for (std::size_t b0 = 0; b0 < rows; b0 += batch::size) {
+                auto observed = batch(0.0f) != batch(0.0f);  // none
+                for (const int pixel : pixels) {
+                    if (pixel < 0) continue;  // padding
+                    const batch v =
+                        batch::load_unaligned(ws.pixels.data() + std::size_t(pixel) * stride + b0);
+                    observed = observed | (v == v);
+                }
+                xsimd::select(observed, batch(1.0f), batch(0.0f)).store_aligned(any);
+                for (std::size_t b = b0; b < std::min(rows, b0 + batch::size); ++b)
+                    seen[b] = any[b - b0] != 0.0f;
+            }
+        });
     }
 
     // Copies rows list[i] of the blocks src (rows of `width` floats) to dst, one after another.
@@ -620,14 +612,13 @@ struct cpu {
         return pixels;
     }
 
-    // The representation at one position: rows x M, of images first + b, or first + images[b]
-    // when a list of images is given.
+    // The representation at one position: rows x M, of images first + b.
     static void representation_at(const plan& p, const prepared& prep, const observations<float>& x,
                                   std::size_t first, std::size_t rows, std::size_t position,
-                                  float* out, const std::uint32_t* images = nullptr) {
+                                  float* out) {
         cpu_kernels::leaf_log_densities(prep.tables, x, first, rows,
                                         patch_pixels(p, int(position)).data(),
-                                        std::size_t(p.pixels()), out, images);
+                                        std::size_t(p.pixels()), out);
     }
 
     // f(i) for i < n, in parallel (oneTBB) or in order.
@@ -674,8 +665,11 @@ struct cpu {
                                                 std::size_t(ly.in_channels));
                 }
             if (!x.kept_positions.empty()) ancestors(p, x.marginalized_layer, ws.ancestor);
-            if (ws.compacted[0] && skips_rows(p, x, 0).unobserved_patch)
-                observed_patches(p, x, rows, ws);
+            if (ws.compacted[0]) {  // the first conv's leaves read the pixels pixel-major
+                ws.pixel_stride =
+                    cpu_kernels::pixel_major(x, first, rows, std::size_t(p.pixels()), ws.pixels);
+                if (skips_rows(p, x, 0).unobserved_patch) observed_patches(p, rows, ws);
+            }
         }
         // a first conv that skips images computes the representation of the active ones itself
         const bool compact_representation = keep_conv_outputs && ws.compacted[0];
@@ -748,8 +742,9 @@ struct cpu {
                 const std::size_t r = list.size();
                 const float* source = in.data() + j * rows * ic;
                 if (l == 0) {
-                    representation_at(p, prep, x, first, r, std::size_t(j),
-                                      ws.acts[0].data() + j * rows * ic, list.data());
+                    cpu_kernels::leaf_log_densities(prep.tables, ws.pixels.data(), ws.pixel_stride,
+                                                    r, patch_pixels(p, j).data(),
+                                                    ws.acts[0].data() + j * rows * ic, list.data());
                 } else if (r < rows) {
                     float* compact = ws.compact_in[l].data() + j * rows * ic;
                     gather_rows(in.data() + j * rows * ic, list, ic, compact);

@@ -31,18 +31,49 @@ struct leaf_tables {
     const float* log_probabilities_t = nullptr;
 };
 
+namespace detail {
+// Row r (M floats) += the log-densities of the `seen` observed coordinates seen_k[q] with values
+// seen_v[q].
+inline void add_leaf_logs(const leaf_tables& t, float* r, const std::size_t* seen_k,
+                          const float* seen_v, std::size_t seen) {
+    using batch = mex_batch;
+    constexpr std::size_t lanes = mex_lanes;
+    const std::size_t m = t.components;
+    for (std::size_t d0 = 0; d0 < m; d0 += lanes) {
+        const std::size_t width = std::min(lanes, m - d0);
+        const auto load = [&](const float* at) {
+            return width == lanes ? batch::load_unaligned(at) : load_partial(at, width, 0.0f);
+        };
+        batch acc = load(r + d0);
+        for (std::size_t q = 0; q < seen; ++q) {
+            const std::size_t k = seen_k[q];
+            if (t.gaussian) {
+                // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
+                const batch diff = batch(seen_v[q]) - load(t.mean_t + k * m + d0);
+                acc += load(t.half_log_precision_t + k * m + d0) -
+                       load(t.half_precision_t + k * m + d0) * diff * diff;
+            } else {
+                acc +=
+                    load(t.log_probabilities_t + (k * t.values + std::size_t(seen_v[q])) * m + d0);
+            }
+        }
+        if (width == lanes)
+            acc.store_unaligned(r + d0);
+        else
+            store_partial(acc, r + d0, width);
+    }
+}
+inline constexpr std::size_t leaf_block = 64;  // patches larger than this take blocks of it
+}  // namespace detail
+
 // out[b, d] = sum over the observed coordinates k of log p_d(x[i_b, pixels[k]]), for b < rows
-// and d < M (out is rows x M, row-major), where image i_b = first + b, or first + images[b]
-// when a list of images is given. A coordinate whose pixel is -1 (padding) or missing in x
-// contributes log 1 = 0; with nothing observed the row is 0. x must have passed validate()
-// (observed categorical values are symbols in [0, V)).
+// and d < M (out is rows x M, row-major), where image i_b = first + b. A coordinate whose pixel
+// is -1 (padding) or missing in x contributes log 1 = 0; with nothing observed the row is 0.
+// x must have passed validate() (observed categorical values are symbols in [0, V)).
 inline void leaf_log_densities(const leaf_tables& t, const observations<float>& x,
                                std::size_t first, std::size_t rows, const int* pixels,
-                               std::size_t pixels_per_image, float* out,
-                               const std::uint32_t* images = nullptr) {
-    using batch = detail::mex_batch;
-    constexpr std::size_t lanes = detail::mex_lanes;
-    constexpr std::size_t max_coordinates = 64;  // patches larger than this take blocks of it
+                               std::size_t pixels_per_image, float* out) {
+    constexpr std::size_t max_coordinates = detail::leaf_block;
     constexpr std::size_t prefetch_distance = 4;
     const std::size_t m = t.components;
     std::size_t seen_k[max_coordinates];
@@ -51,10 +82,7 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
     for (std::size_t b = 0; b < rows; ++b) {
         float* r = out + b * m;
         std::fill_n(r, m, 0.0f);
-        const auto image_of = [&](std::size_t row) {
-            return (first + (images != nullptr ? std::size_t(images[row]) : row)) *
-                   pixels_per_image;
-        };
+        const auto image_of = [&](std::size_t row) { return (first + row) * pixels_per_image; };
         const std::size_t image = image_of(b);
         // The images of a block are far apart and visited a few pixels at a time: fetch the
         // patch of the image a few rows ahead (its first and last coordinates' lines).
@@ -78,30 +106,34 @@ inline void leaf_log_densities(const leaf_tables& t, const observations<float>& 
                 seen_k[seen] = k, seen_v[seen] = v;
                 seen += std::size_t(flagged & (v == v));  // NaN is missing
             }
-            for (std::size_t d0 = 0; d0 < m; d0 += lanes) {
-                const std::size_t width = std::min(lanes, m - d0);
-                const auto load = [&](const float* at) {
-                    return width == lanes ? batch::load_unaligned(at)
-                                          : detail::load_partial(at, width, 0.0f);
-                };
-                batch acc = load(r + d0);
-                for (std::size_t q = 0; q < seen; ++q) {
-                    const std::size_t k = seen_k[q];
-                    if (t.gaussian) {
-                        // log N(v; mu, 1/lambda) = (rho - log 2 pi) / 2 - lambda (v - mu)^2 / 2
-                        const batch diff = batch(seen_v[q]) - load(t.mean_t + k * m + d0);
-                        acc += load(t.half_log_precision_t + k * m + d0) -
-                               load(t.half_precision_t + k * m + d0) * diff * diff;
-                    } else {
-                        acc += load(t.log_probabilities_t +
-                                    (k * t.values + std::size_t(seen_v[q])) * m + d0);
-                    }
-                }
-                if (width == lanes)
-                    acc.store_unaligned(r + d0);
-                else
-                    detail::store_partial(acc, r + d0, width);
+            detail::add_leaf_logs(t, r, seen_k, seen_v, seen);
+        }
+    }
+}
+
+// The same from the batch's pixels laid out by pixel_major() (NaN where missing), for rows
+// images[b] (indices into its columns): a patch's pixels for the whole batch lie in a few
+// short rows there, where they are far apart in x.
+inline void leaf_log_densities(const leaf_tables& t, const float* pixels_by_image,
+                               std::size_t stride, std::size_t rows, const int* pixels, float* out,
+                               const std::uint32_t* images) {
+    constexpr std::size_t max_coordinates = detail::leaf_block;
+    const std::size_t m = t.components;
+    std::size_t seen_k[max_coordinates];
+    float seen_v[max_coordinates];
+    for (std::size_t b = 0; b < rows; ++b) {
+        float* r = out + b * m;
+        std::fill_n(r, m, 0.0f);
+        const float* column = pixels_by_image + images[b];
+        for (std::size_t k0 = 0; k0 < t.coordinates; k0 += max_coordinates) {
+            std::size_t seen = 0;  // (without branching on the data, as above)
+            for (std::size_t k = k0; k < std::min(t.coordinates, k0 + max_coordinates); ++k) {
+                if (pixels[k] < 0) continue;
+                const float v = column[std::size_t(pixels[k]) * stride];
+                seen_k[seen] = k, seen_v[seen] = v;
+                seen += std::size_t(v == v);
             }
+            detail::add_leaf_logs(t, r, seen_k, seen_v, seen);
         }
     }
 }

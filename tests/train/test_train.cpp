@@ -1,9 +1,13 @@
 // The learning pieces against facts derived by hand: the loss gradient by finite
 // differences, one Nadam step in closed form, the GMM fit on data drawn from known
-// Gaussians, determinism, and learning a separable task with missing pixels.
+// Gaussians, determinism (batches drawn ahead included), and learning a separable task with
+// missing pixels.
 #define BOOST_TEST_MODULE training
 #include <boost/test/unit_test.hpp>
 
+#include <tbb/global_control.h>
+
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <tmm/backends/cpu/cpu.hpp>
@@ -183,4 +187,62 @@ BOOST_AUTO_TEST_CASE(weight_decay_is_the_gradient_of_the_penalty) {
     by_hand.step(b, penalty, 0, 0.01, 1);
     for (int i = 0; i < 3; ++i) BOOST_TEST(std::abs(a[i] - b[i]) <= 1e-6f);
     BOOST_TEST(a[2] < 2.0f);  // the penalty pulls large logits down
+}
+
+// train() draws each batch while the step before it trains. Drawn ahead or in turn, the batches
+// must be the same: train() gives the model that a loop written out here gives (shuffle the
+// images, walk through them, shuffle again at the end; a pixel kept with probability
+// pixel_keep, if observed; each position of the marginalised level kept with probability
+// position_keep), with one worker thread and with two.
+BOOST_AUTO_TEST_CASE(batches_drawn_ahead_are_the_batches_drawn_in_turn) {
+    const synthetic data = halves(90, 0.2, 8);  // 12 steps of 32 reshuffle the 90 images 4 times
+    const auto p = tmm::make_plan(tiny_ht);
+    tmm::training_options o;
+    o.iterations = 12;
+    o.batch = 32;
+    o.seed = 5;
+    o.gmm_patches = 1000;
+    o.gmm_kmeans_iterations = 5;
+    auto start = tmm::zero_parameters<float>(p);
+    tmm::fit_gaussians(p, start, data.view(90), o);
+    tmm::initialize_weights(p, start, o.seed);
+
+    auto by_hand = start;
+    {
+        std::mt19937_64 rng(o.seed);
+        std::vector<std::size_t> order(90);
+        for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::shuffle(order.begin(), order.end(), rng);
+        std::size_t cursor = 0;
+        std::bernoulli_distribution keep(o.pixel_keep), keep_position(o.position_keep);
+        const std::size_t inner = tmm::marginalized_level(p, o);
+        const std::size_t positions = p.layers[inner].out_positions();
+        tmm::nadam optimiser(o);
+        tmm::parameters<float> grad;
+        for (std::size_t it = 0; it < o.iterations; ++it) {
+            std::vector<float> values(32 * 64);
+            std::vector<std::uint8_t> observed(32 * 64), kept(32 * positions);
+            std::vector<int> labels(32);
+            for (std::size_t b = 0; b < 32; ++b) {
+                if (cursor == 90) std::shuffle(order.begin(), order.end(), rng), cursor = 0;
+                const std::size_t image = order[cursor++];
+                labels[b] = data.labels[image];
+                for (std::size_t j = 0; j < 64; ++j) {
+                    values[b * 64 + j] = data.values[image * 64 + j];
+                    observed[b * 64 + j] = data.observed[image * 64 + j] && keep(rng);
+                }
+            }
+            for (auto& k : kept) k = keep_position(rng);
+            tmm::observations<float> x(32, values, observed);
+            x.marginalized_layer = inner;
+            x.kept_positions = kept;
+            tmm::training_step<tmm::backends::cpu>(p, by_hand, x, labels, o, optimiser, grad, it);
+        }
+    }
+    for (const int threads : {1, 2}) {
+        tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+        auto trained = start;
+        tmm::train<tmm::backends::cpu>(p, trained, data.view(90), o);
+        BOOST_TEST(trained.theta == by_hand.theta, threads << " thread(s)");
+    }
 }

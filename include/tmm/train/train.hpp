@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <tbb/parallel_for.h>
+#include <tbb/task_group.h>
 
 #include <xsimd/xsimd.hpp>
 
@@ -394,14 +395,39 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     std::size_t cursor = 0;
 
     const std::size_t pixels = p.pixels(), batch = std::min(options.batch, data.count);
-    std::vector<float> values(batch * pixels);
-    std::vector<std::uint8_t> observed(batch * pixels);
-    std::vector<int> labels(batch);
     std::bernoulli_distribution keep(options.pixel_keep), keep_position(options.position_keep);
     const std::size_t inner = marginalized_level(p, options);
     const bool drop_positions = options.position_keep < 1.0 && inner < p.layers.size();
     const std::size_t inner_positions = drop_positions ? p.layers[inner].out_positions() : 0;
-    std::vector<std::uint8_t> kept_positions(batch * inner_positions);
+    // A step's batch: its images, labels, random mask of pixels and of positions. Each is drawn
+    // while the step before it trains (a task in the same thread pool, taken up where the
+    // step's tasks leave a thread idle), from the one random stream in the same order.
+    struct drawn_batch {
+        std::vector<float> values;
+        std::vector<std::uint8_t> observed, kept_positions;
+        std::vector<int> labels;
+    };
+    drawn_batch batches[2];
+    for (drawn_batch& d : batches) {
+        d.values.resize(batch * pixels);
+        d.observed.resize(batch * pixels);
+        d.kept_positions.resize(batch * inner_positions);
+        d.labels.resize(batch);
+    }
+    const auto draw = [&](drawn_batch& d) {
+        for (std::size_t b = 0; b < batch; ++b) {
+            if (cursor == data.count) std::shuffle(order.begin(), order.end(), rng), cursor = 0;
+            const std::size_t image = order[cursor++];
+            d.labels[b] = data.labels[image];
+            std::copy_n(data.values.begin() + image * pixels, pixels,
+                        d.values.begin() + b * pixels);
+            for (std::size_t j = 0; j < pixels; ++j) {
+                const bool seen = data.observed.empty() || data.observed[image * pixels + j];
+                d.observed[b * pixels + j] = seen && (options.pixel_keep >= 1.0 || keep(rng));
+            }
+        }
+        for (auto& k : d.kept_positions) k = keep_position(rng);
+    };
     parameters<float> grad;
     nadam optimiser(options);
 
@@ -409,25 +435,24 @@ void train(const plan& p, parameters<float>& theta, const labelled_images& data,
     double loss_sum = 0;
     std::size_t loss_count = 0;
 
+    if (options.iterations > 0) draw(batches[0]);
+    tbb::task_group drawing;
+    struct waits_for_draw {  // (also when a step throws)
+        tbb::task_group& task;
+        ~waits_for_draw() { task.wait(); }
+    } pending{drawing};
     for (std::size_t it = 0; it < options.iterations; ++it) {
-        for (std::size_t b = 0; b < batch; ++b) {
-            if (cursor == data.count) std::shuffle(order.begin(), order.end(), rng), cursor = 0;
-            const std::size_t image = order[cursor++];
-            labels[b] = data.labels[image];
-            std::copy_n(data.values.begin() + image * pixels, pixels, values.begin() + b * pixels);
-            for (std::size_t j = 0; j < pixels; ++j) {
-                const bool seen = data.observed.empty() || data.observed[image * pixels + j];
-                observed[b * pixels + j] = seen && (options.pixel_keep >= 1.0 || keep(rng));
-            }
-        }
-        for (auto& k : kept_positions) k = keep_position(rng);
+        const drawn_batch& current = batches[it % 2];
+        if (it + 1 < options.iterations)
+            drawing.run([&draw, &next = batches[(it + 1) % 2]] { draw(next); });
         observations<float> x;
         x.count = batch;
-        x.values = values;
-        x.observed = observed;
-        if (drop_positions) x.marginalized_layer = inner, x.kept_positions = kept_positions;
+        x.values = current.values;
+        x.observed = current.observed;
+        if (drop_positions) x.marginalized_layer = inner, x.kept_positions = current.kept_positions;
         const double loss =
-            training_step<Backend>(p, theta, x, labels, options, optimiser, grad, it);
+            training_step<Backend>(p, theta, x, current.labels, options, optimiser, grad, it);
+        drawing.wait();
 
         loss_sum += loss;
         ++loss_count;

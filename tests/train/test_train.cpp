@@ -77,11 +77,18 @@ BOOST_AUTO_TEST_CASE(first_nadam_step_in_closed_form) {
     tmm::training_options o;
     o.epsilon = 0;
     tmm::nadam optimiser(o);
-    std::vector<float> value{1.0f, -2.0f}, grad{0.5f, -3.0f};
+    // 37 entries: whole vectors and a tail, both paths of the update
+    std::vector<float> value(37), grad(37);
+    for (std::size_t i = 0; i < value.size(); ++i) {
+        value[i] = i % 2 == 0 ? 1.0f : -2.0f;
+        grad[i] = i % 2 == 0 ? 0.5f + 0.1f * float(i) : -3.0f;
+    }
+    const std::vector<float> before = value;
     optimiser.step(value, grad, 0, 0.01, 1);
     const double step = 0.01 * (o.beta1 / (1 + o.beta1) + 1);
-    BOOST_TEST(value[0] == 1.0 - step, boost::test_tools::tolerance(1e-6));
-    BOOST_TEST(value[1] == -2.0 + step, boost::test_tools::tolerance(1e-6));
+    for (std::size_t i = 0; i < value.size(); ++i)
+        BOOST_TEST(value[i] == before[i] - (grad[i] > 0 ? step : -step),
+                   boost::test_tools::tolerance(1e-6));
 }
 
 // Patches drawn from 3 well-separated Gaussians with known means and variances: the fit
@@ -180,13 +187,19 @@ BOOST_AUTO_TEST_CASE(rejects_labels_outside_the_classes) {
 BOOST_AUTO_TEST_CASE(weight_decay_is_the_gradient_of_the_penalty) {
     tmm::training_options o;
     tmm::nadam with_decay(o), by_hand(o);
-    std::vector<float> a{0.3f, -1.0f, 2.0f}, b = a, zero(3, 0.0f), penalty(3);
+    // 35 entries: whole vectors and a tail, both paths of the update
+    std::vector<float> a(35), zero(35, 0.0f), penalty(35);
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = -1.0f + 0.09f * float(i);
+    std::vector<float> b = a;
     const double lambda = 1e-3;
-    for (int i = 0; i < 3; ++i) penalty[i] = float(2 * lambda * std::exp(2.0 * a[i]));
+    for (std::size_t i = 0; i < a.size(); ++i)
+        penalty[i] = float(2 * lambda * std::exp(2.0 * a[i]));
     with_decay.step(a, zero, 0, 0.01, 1, lambda);
     by_hand.step(b, penalty, 0, 0.01, 1);
-    for (int i = 0; i < 3; ++i) BOOST_TEST(std::abs(a[i] - b[i]) <= 1e-6f);
-    BOOST_TEST(a[2] < 2.0f);  // the penalty pulls large logits down
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        BOOST_TEST(std::abs(a[i] - b[i]) <= 1e-6f);
+        BOOST_TEST(a[i] < -1.0f + 0.09f * float(i));  // the penalty pulls every logit down
+    }
 }
 
 // train() draws each batch while the step before it trains. Drawn ahead or in turn, the batches

@@ -1130,14 +1130,9 @@ inline void mex_pack_backward_row(std::size_t I, std::size_t O, std::size_t o, c
         }
     }
 }
-// Rows [o0, o0 + count) of it, read at rows + (o - o0) * ld.
-inline void mex_pack_backward_rows(std::size_t I, std::size_t O, std::size_t o0, std::size_t count,
-                                   const float* rows, std::size_t ld, float* dst) {
-    for (std::size_t r = 0; r < count; ++r) mex_pack_backward_row(I, O, o0 + r, rows + r * ld, dst);
-}
 inline void mex_pack_backward_weights(std::size_t I, std::size_t O, const float* weights,
                                       float* dst) {
-    mex_pack_backward_rows(I, O, 0, O, weights, I, dst);
+    for (std::size_t o = 0; o < O; ++o) mex_pack_backward_row(I, O, o, weights + o * I, dst);
 }
 
 // Forward pass of one MEX layer at one weight set, single-threaded, float32, row-major:
